@@ -1,0 +1,1 @@
+"""The stages' logic, one module per stage notebook; each notebook cell calls one function."""
