@@ -31,6 +31,8 @@ class Target:
     helm: HelmTool
     images: ImageTool
     notes: list[str] = field(default_factory=list)
+    # How pods connect to the database: RDS takes TLS; the sandbox's PostgreSQL has none.
+    db_sslmode: str = "require"
 
     @property
     def kubeconfig(self) -> Path:

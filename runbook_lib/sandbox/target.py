@@ -39,4 +39,5 @@ def connect_sandbox(params: Parameters, state_dir: Path) -> Target:
         helm=SandboxHelm(info),
         images=SandboxDocker(info),
         notes=[f"sandbox: {line}" for line in info.describe()],
+        db_sslmode="disable",
     )

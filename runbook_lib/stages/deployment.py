@@ -1,0 +1,66 @@
+"""Application deployment: the app's Deployment and Service, as in the walkthrough.
+
+Manifests are rendered from the parameters, validated offline against the cluster version's
+schema (strict), written to the record, and applied with server-side apply. Then the rollout is
+followed with progress, the pods' logs are tailed, and ``GET /healthz`` is sent through the API
+server's service proxy — the runbook's port-forward, which needs no local port.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from runbook_lib import kube, manifests
+from runbook_lib.outcome import Outcome
+from runbook_lib.stages.common import conductor_key, image_ref, kube_api
+
+log = logging.getLogger("runbook_lib.stages.deployment")
+
+
+def render(stage, version: str | None = None, replicas: int | None = None) -> list[dict]:
+    """The Deployment for ``version`` (default: app.version) and the Service pointing at it."""
+    params = stage.params
+    version = version or params.app.version
+    image = image_ref(stage, params.images.app_repository, version)
+    conductor = conductor_key(stage) is not None
+    objects = [
+        manifests.app_deployment(params, image=image, version=version, conductor=conductor,
+                                 replicas=replicas),
+        manifests.app_service(params, version),
+    ]
+    manifests.validate(objects, params.cluster.version)
+    stage.write_artifact(f"dbos-app-{version}.yaml", manifests.to_yaml(objects))
+    if conductor:
+        print("Conductor: configured (URL and key from the parameters' sources)")
+    else:
+        print("Conductor: not configured (no key); the app recovers work on its own")
+    return objects
+
+
+def apply(stage, objects: list[dict]) -> list[Outcome]:
+    return stage.show(kube.apply_all(kube_api(stage), objects))
+
+
+def wait_ready(stage, version: str | None = None) -> None:
+    params = stage.params
+    name = manifests.deployment_name(params, version or params.app.version)
+    kube.wait_rollout(kube_api(stage), params.app.namespace, name, params.timeouts.rollout)
+
+
+def tail_logs(stage, version: str | None = None, lines: int = 10) -> str:
+    params = stage.params
+    selector = ",".join(f"{k}={v}" for k, v in
+                        manifests.app_labels(params, version or params.app.version).items())
+    text = kube.logs_for(kube_api(stage), params.app.namespace, selector, tail=lines)
+    print(text)
+    return text
+
+
+def health(stage) -> str:
+    """GET /healthz on the Service through the API server (the runbook's port-forward)."""
+    params = stage.params
+    status, body = kube.wait_service(kube_api(stage), params.app.namespace, params.app.name,
+                                     params.app.port, "/healthz", params.timeouts.rollout)
+    print(f"GET http://{params.app.name}.{params.app.namespace}:{params.app.port}/healthz "
+          f"-> HTTP {status} {body.strip()}")
+    return body
