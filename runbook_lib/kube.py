@@ -60,31 +60,43 @@ def _path(api_version: str, kind: str, namespace: str | None, name: str | None =
     return f"{base}/{name}" if name else base
 
 
-def _call(api, method: str, path: str, *, body=None, query=None, content_type=None):
-    from kubernetes.client.rest import ApiException
-
-    headers = {"Accept": "application/json"}
+def request(api, method: str, path: str, *, body=None, query: dict | None = None,
+            content_type: str | None = None, accept: str = "application/json",
+            timeout_s: float | None = 30) -> tuple[int, bytes]:
+    """One raw API request with the kubeconfig's credentials: (HTTP status, body bytes)."""
+    headers = {"Accept": accept}
     if content_type:
         headers["Content-Type"] = content_type
+    serialized = api.param_serialize(
+        method=method, resource_path=path,
+        query_params=list((query or {}).items()) or None,
+        header_params=headers, body=body, auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*serialized, _request_timeout=timeout_s)
+    response.read()
+    return response.status, response.data or b""
+
+
+def _call(api, method: str, path: str, *, body=None, query=None, content_type=None):
+    status, data = request(api, method, path, body=body, query=query, content_type=content_type)
+    if status == 404 and method == "GET":
+        return None
+    if not 200 <= status < 300:
+        raise TargetError(_status_message(status, data))
+    return json.loads(data) if data else None
+
+
+def _status_message(status: int, data: bytes) -> str:
     try:
-        data = api.call_api(
-            path, method, query_params=list((query or {}).items()), header_params=headers,
-            body=body, response_type="object", auth_settings=["BearerToken"],
-            _return_http_data_only=True, _preload_content=True,
-        )
-    except ApiException as exc:
-        if exc.status == 404 and method == "GET":
-            return None
-        raise TargetError(_api_message(exc)) from None
-    return data
+        body = json.loads(data)
+        return f"Kubernetes API {status} {body.get('reason', '')}: {body.get('message', '')}"
+    except (TypeError, ValueError):
+        return f"Kubernetes API {status}: {data[:200].decode(errors='replace')}"
 
 
 def _api_message(exc) -> str:
-    try:
-        body = json.loads(exc.body)
-        return f"Kubernetes API {exc.status} {body.get('reason', '')}: {body.get('message', '')}"
-    except (TypeError, ValueError):
-        return f"Kubernetes API {exc.status}: {exc.reason}"
+    body = exc.body if isinstance(exc.body, (bytes, str)) else b""
+    return _status_message(exc.status, body.encode() if isinstance(body, str) else body)
 
 
 def get(api, api_version: str, kind: str, namespace: str | None, name: str) -> dict | None:
@@ -256,21 +268,22 @@ def secret_keys(api, namespace: str, name: str) -> list[str] | None:
 
 
 def service_get(api, namespace: str, service: str, port: int | str, path: str,
-                timeout_s: float = 10) -> tuple[int, str]:
+                query: dict | None = None, timeout_s: float = 10) -> tuple[int, str]:
     """GET ``path`` on a Service through the API server's service proxy: (status, body)."""
-    from kubernetes import client
+    proxy = f"/api/v1/namespaces/{namespace}/services/http:{service}:{port}/proxy/"
+    status, data = request(api, "GET", proxy + path.lstrip("/"), query=query, accept="*/*",
+                           timeout_s=timeout_s)
+    return status, data.decode(errors="replace")
 
-    core = client.CoreV1Api(api)
-    path = path.lstrip("/")
-    try:
-        response = core.connect_get_namespaced_service_proxy_with_path(
-            f"http:{service}:{port}", namespace, path, _preload_content=False,
-            _request_timeout=timeout_s,
-        )
-        return response.status, response.data.decode(errors="replace")
-    except client.rest.ApiException as exc:
-        return exc.status, (exc.body.decode(errors="replace") if isinstance(exc.body, bytes)
-                            else str(exc.body))
+
+def service_json(api, namespace: str, service: str, port: int | str, path: str,
+                 query: dict | None = None) -> dict:
+    """GET through the service proxy and parse JSON; TargetError on any non-200 answer."""
+    status, body = service_get(api, namespace, service, port, path, query)
+    if status != 200:
+        raise TargetError(f"GET {path} on Service {namespace}/{service}: HTTP {status}: "
+                          f"{body.strip()[:300]}")
+    return json.loads(body)
 
 
 def wait_service(api, namespace: str, service: str, port: int | str, path: str,

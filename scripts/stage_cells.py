@@ -196,3 +196,82 @@ what is missing is reported as absent.""",
         ("code", "stage.finish()"),
     ],
 }
+
+NOTEBOOKS["50_autoscaling.ipynb"] = {
+    "title": """# 50 Autoscaling and load test
+
+KEDA scales the app on its DBOS queue depth. Its `metrics-api` trigger polls
+`/metrics/taskQueue` through the Service's cluster URL and extracts `queue_length`; the HPA that
+KEDA creates computes `desired = ceil(queue_length / targetValue)`, with the target equal to the
+queue's worker concurrency (2), so each pod runs two workflows at once. The queue length counts
+ENQUEUED **and** PENDING workflows: counting only ENQUEUED would drop to zero while every worker
+is still busy, and the autoscaler would scale busy pods away.""",
+    "groups": COMMON_GROUPS + ["database", "secrets", "images", "app", "autoscaling",
+                               "load_test"],
+    "cells": [
+        ("code", BEGIN.format(name="autoscaling")),
+        ("md", """The ScaledObject, as in the walkthrough (polling 15 s, cooldown 60 s, min 1,
+max 10, target 2), plus one addition. With `minReplicaCount: 1`, scaling from N down to 1 is the
+HPA's decision, not KEDA's: `cooldownPeriod` only governs the step to zero, and the HPA waits
+out its scale-down stabilization window, 300 s by default. To get the walkthrough's intended
+one-minute scale-down, the ScaledObject sets
+`advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds` from
+`autoscaling.scale_down_window` (60 s; a few seconds in the sandbox), and KEDA copies it into the
+HPA."""),
+        ("code", "from runbook_lib.stages import autoscaling\n\n"
+                 "scaled_object = autoscaling.render(stage)\n"
+                 "autoscaling.apply(stage, scaled_object)"),
+        ("md", "KEDA reports the ScaledObject Ready and creates the HPA `keda-hpa-<name>`; check "
+               "its minimum, maximum, target and scale-down window."),
+        ("code", "autoscaling.verify(stage)"),
+        ("md", "The load test: enqueue N workflows of S seconds (the walkthrough uses 10 × 60 s; "
+               "the sandbox something shorter), then follow queue depth and desired and ready "
+               "replicas until the queue drains and the replicas are back at the minimum. Two "
+               "checks: the peak matches ceil(queue / target) clamped to the maximum (within "
+               "the HPA's 10% tolerance), and every workflow ended SUCCESS."),
+        ("code", "autoscaling.load_test(stage)"),
+        ("code", "stage.finish()"),
+    ],
+}
+
+NOTEBOOKS["60_upgrade.ipynb"] = {
+    "title": """# 60 Versioned upgrade
+
+DBOS stores an application version with every workflow, and a worker only dequeues and recovers
+workflows of its own version. Upgrading workflow code therefore runs the new version **beside**
+the old one: v2 gets its own Deployment, the Service selector (and the ScaledObject) move to v2
+so that new requests and new workflows go there, v1 keeps running until it has no ENQUEUED or
+PENDING workflows of its version, and only then is v1 deleted.
+
+**The alternative, workflow patching**, keeps one Deployment and puts both code paths in it:
+inside a workflow, `DBOS.patch("name")` tells a recovering workflow which path it took, and
+`DBOS.deprecate_patch` retires the old path later. Choose versioning when a change is large or
+touches many workflows, when you want a clean rollback (the old Deployment is still there), or
+when workflows are short enough that draining is quick. Choose patching when workflows run for
+days or weeks (draining would keep old pods alive that long), when the change is small and
+local, or when running two Deployments costs too much. Patching needs care in the code;
+versioning needs care in operations.""",
+    "groups": COMMON_GROUPS + ["database", "secrets", "images", "app", "autoscaling",
+                               "upgrade"],
+    "cells": [
+        ("code", BEGIN.format(name="upgrade")),
+        ("md", "Start a few long workflows on v1, so the upgrade has in-flight work to drain."),
+        ("code", "from runbook_lib.stages import upgrade\n\n"
+                 "inflight = upgrade.start_inflight(stage)"),
+        ("md", "Build and push the v2 image (the same code here; a real upgrade changes it)."),
+        ("code", "upgrade.build_new_image(stage)"),
+        ("md", "Deploy v2 as its own Deployment beside v1 and wait until it is ready."),
+        ("code", "upgrade.deploy_new_version(stage)"),
+        ("md", "Point the Service selector and the ScaledObject at v2 only. From here on, new "
+               "requests and new workflows go to v2."),
+        ("code", "upgrade.switch_traffic(stage)"),
+        ("md", "Keep v1 while it has ENQUEUED or PENDING workflows of its version; the counts "
+               "it waited on go into the record."),
+        ("code", "upgrade.drain_old_version(stage, inflight)"),
+        ("md", "v1 has nothing left to do: delete its Deployment."),
+        ("code", "upgrade.retire_old_version(stage)"),
+        ("md", "New requests reach only v2."),
+        ("code", "upgrade.verify_new_version_serves(stage)"),
+        ("code", "stage.finish()"),
+    ],
+}

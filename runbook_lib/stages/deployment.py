@@ -23,6 +23,12 @@ def render(stage, version: str | None = None, replicas: int | None = None) -> li
     version = version or params.app.version
     image = image_ref(stage, params.images.app_repository, version)
     conductor = conductor_key(stage) is not None
+    if replicas is None:
+        # Once running, the replica count belongs to the autoscaler: keep what is there.
+        existing = kube.get(kube_api(stage), "apps/v1", "Deployment", params.app.namespace,
+                            manifests.deployment_name(params, version))
+        if existing is not None:
+            replicas = existing["spec"].get("replicas")
     objects = [
         manifests.app_deployment(params, image=image, version=version, conductor=conductor,
                                  replicas=replicas),

@@ -278,25 +278,32 @@ def repositories(stage) -> list[Outcome]:
     ])
 
 
-def images(stage) -> list[Outcome]:
-    """Log in to the registry, build both images for linux/amd64, push, record the digests."""
+def images(stage, version: str | None = None,
+           which: tuple[str, ...] = ("app_repository", "migrate_repository")) -> list[Outcome]:
+    """Log in to the registry, build the images for linux/amd64, push, record the digests.
+
+    Images are tagged with the application version (``version``, default app.version).
+    """
     p, target = stage.params, stage.target
+    version = version or p.app.version
     session, endpoint = _aws(stage)
     login = aws.registry_login(session, endpoint)
     target.images.login(login.registry, login.username, login.password)
     print(f"logged in to {login.registry} as {login.username} (token not shown)")
     outcomes, published = [], {}
+    ecr = target.client("ecr")
     for field, dockerfile in IMAGES:
+        if field not in which:
+            continue
         repository = getattr(p.images, field)
-        ecr = target.client("ecr")
         uri = ecr.describe_repositories(repositoryNames=[repository])["repositories"][0][
             "repositoryUri"]
-        ref = f"{uri}:{p.app.version}"
-        before = aws.image_digest(session, endpoint, repository=repository, tag=p.app.version)
+        ref = f"{uri}:{version}"
+        before = aws.image_digest(session, endpoint, repository=repository, tag=version)
         target.images.build(APP_DIR, APP_DIR / dockerfile, ref, platform=p.images.platform)
         digest = target.images.push(ref)
         action = "found" if before == digest else ("updated" if before else "created")
         outcomes.append(Outcome("image", ref, action, detail=digest))
-        published[f"{field.removesuffix('_repository')}_image"] = f"{ref}@{digest}"
+        published[f"{field.removesuffix('_repository')}_image_{version}"] = f"{ref}@{digest}"
     stage.publish(**published)
     return stage.show(outcomes)
