@@ -37,7 +37,13 @@ def build(name: str, spec: dict) -> nbformat.NotebookNode:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    cells = [nbformat.v4.new_markdown_cell(spec["title"]), parameters_cell(spec["groups"])]
+    form = nbformat.v4.new_code_cell(
+        "# In JupyterLab: a form to pick a parameters file, edit values and enter secrets\n"
+        "# (kept in the kernel's memory only). Headless, it shows nothing.\n"
+        "from runbook_lib.form import parameters_form\n\n"
+        "parameters_form(globals())"
+    )
+    cells = [nbformat.v4.new_markdown_cell(spec["title"]), parameters_cell(spec["groups"]), form]
     for kind, text, *tags in spec["cells"]:
         cell = (nbformat.v4.new_markdown_cell(text) if kind == "md"
                 else nbformat.v4.new_code_cell(text))
