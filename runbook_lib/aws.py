@@ -188,7 +188,8 @@ def _message(exc: ClientError) -> str:
     return redact.scrub(f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip())
 
 
-def _tag_dict(tags: list[dict] | dict | None) -> dict[str, str]:
+def tag_dict(tags: list[dict] | dict | None) -> dict[str, str]:
+    """AWS tags in either form (list of Key/Value, or a mapping) as a plain mapping."""
     if not tags:
         return {}
     if isinstance(tags, dict):
@@ -197,7 +198,7 @@ def _tag_dict(tags: list[dict] | dict | None) -> dict[str, str]:
 
 
 def _refuse(kind: str, name: str, tags: dict | list | None, deployment: str) -> Refusal:
-    found = _tag_dict(tags)
+    found = tag_dict(tags)
     mark = found.get(labels.TAG_DEPLOYMENT)
     why = f"it belongs to deployment {mark!r}" if mark else "it does not carry the runbook's tags"
     return Refusal(
@@ -268,7 +269,7 @@ def find_cluster_security_group(
     with _target_errors(f"look up the security group of cluster {cluster}"):
         groups = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
     if groups:
-        return sorted(groups, key=lambda g: g["GroupId"])[0]["GroupId"]
+        return min(groups, key=lambda g: g["GroupId"])["GroupId"]
     described = describe_cluster(session, endpoint_url, cluster) or {}
     return described.get("resourcesVpcConfig", {}).get("clusterSecurityGroupId") or None
 
@@ -935,7 +936,7 @@ def ours(items: Iterable[InventoryItem]) -> list[InventoryItem]:
 
 
 def _item(kind: str, name: str, ident: str, tags, deployment: str, detail: str = ""):
-    tags = _tag_dict(tags)
+    tags = tag_dict(tags)
     other = tags.get(labels.TAG_DEPLOYMENT)
     mine = labels.is_ours_aws(tags, deployment)
     if not mine:
@@ -946,7 +947,7 @@ def _item(kind: str, name: str, ident: str, tags, deployment: str, detail: str =
 
 
 def _marked(tags) -> bool:
-    return _tag_dict(tags).get(labels.TAG_MANAGED_BY) == labels.MANAGED_BY
+    return tag_dict(tags).get(labels.TAG_MANAGED_BY) == labels.MANAGED_BY
 
 
 def _inventory_eks(session, endpoint_url, deployment, region, names) -> list[InventoryItem]:
@@ -975,10 +976,10 @@ def _inventory_ec2(session, endpoint_url, deployment, region, names) -> list[Inv
     items = []
     with _target_errors("list VPCs, subnets and security groups"):
         for vpc in ec2.describe_vpcs(Filters=marked)["Vpcs"]:
-            name = _tag_dict(vpc.get("Tags")).get("Name", vpc["VpcId"])
+            name = tag_dict(vpc.get("Tags")).get("Name", vpc["VpcId"])
             items.append(_item("VPC", name, vpc["VpcId"], vpc.get("Tags"), deployment))
         for subnet in ec2.describe_subnets(Filters=marked)["Subnets"]:
-            tags = _tag_dict(subnet.get("Tags"))
+            tags = tag_dict(subnet.get("Tags"))
             name = tags.get(TAG_CFN_LOGICAL_ID) or tags.get("Name") or subnet["SubnetId"]
             items.append(_item("subnet", name, subnet["SubnetId"], subnet.get("Tags"), deployment,
                                subnet.get("AvailabilityZone", "")))

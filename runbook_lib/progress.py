@@ -8,9 +8,9 @@ limit. The bar always ends with a readable final line, so a saved notebook keeps
 
 from __future__ import annotations
 
+import html
 import logging
-import os
-import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,32 +30,65 @@ class Status:
 
 
 def _in_notebook_frontend() -> bool:
-    if os.environ.get("RUNBOOK_HEADLESS") == "1":
+    """True on the main thread of a Jupyter kernel that a person drives (JupyterLab).
+
+    Waits on other threads (the cluster's, while RDS is awaited on the main one) print text:
+    a thread has no cell to attach a widget to.
+    """
+    from runbook_lib.stage import headless
+
+    if headless() or threading.current_thread() is not threading.main_thread():
         return False
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    return (shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
-            and "papermill" not in sys.modules)
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
 
 
 class _WidgetBar:
-    """A live bar in JupyterLab; closed at the end so the saved notebook keeps only text."""
+    """A live bar in JupyterLab with the resource's current state.
+
+    The bar is displayed under a display id; when the wait ends, that display is replaced by
+    one plain text line (the outcome), and the widgets are closed. A saved notebook therefore
+    keeps a readable line, where a widget left open (tqdm.notebook does this) would keep only
+    a placeholder and the text of its first frame.
+    """
 
     def __init__(self, resource: str, total: float):
-        from tqdm.notebook import tqdm
+        import ipywidgets as widgets
+        from IPython.display import display
 
-        self._bar = tqdm(total=max(1, round(total)), desc=f"waiting for {resource}", unit="s",
-                         leave=False, bar_format="{desc}: {bar} {n_fmt}/{total_fmt} s {postfix}")
+        self.resource, self.total = resource, max(total, 1.0)
+        self._name = widgets.HTML(f"waiting for <b>{html.escape(resource)}</b>")
+        self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=self.total,
+                                          bar_style="info",
+                                          layout=widgets.Layout(width="240px"))
+        self._state = widgets.HTML("")
+        self._box = widgets.HBox([self._name, self._bar, self._state])
+        self._box.add_class("runbook-progress")
+        bundle = self._box._repr_mimebundle_()
+        bundle["text/plain"] = f"waiting for {resource}"
+        self._handle = display(bundle, raw=True, display_id=True)
+        self._last: tuple[int, str] | None = None
 
     def update(self, elapsed: float, state: str) -> None:
-        self._bar.n = min(round(elapsed), self._bar.total)
-        self._bar.set_postfix_str(state, refresh=True)
+        shown = (int(elapsed), state)
+        if shown == self._last:
+            return
+        self._last = shown
+        self._bar.value = min(elapsed, self.total)
+        self._state.value = (f"<code>{elapsed:4.0f}/{self.total:.0f} s</code> "
+                             f"{html.escape(state)}")
 
-    def close(self) -> None:
-        self._bar.close()
+    def close(self, line: str) -> None:
+        # Replace the widget's output by text first, then close the widgets' models.
+        if self._handle is not None:
+            self._handle.update({"text/plain": line}, raw=True)
+        self._box.close()
+        for child in (self._name, self._bar, self._state):
+            child.close()
 
 
 class _TextBar:
@@ -77,8 +110,8 @@ class _TextBar:
         print(f"  [{bar}] {elapsed:5.0f}/{self.total:.0f} s  waiting for {self.resource}: "
               f"{state}", flush=True)
 
-    def close(self) -> None:
-        pass
+    def close(self, line: str) -> None:
+        print(line, flush=True)
 
 
 def wait_for(
@@ -96,20 +129,25 @@ def wait_for(
     bar = _WidgetBar(resource, timeout_s) if _in_notebook_frontend() else _TextBar(resource,
                                                                                   timeout_s)
     status = Status(False, "not checked yet")
+    outcome = "stopped by an error"
     try:
         while True:
             status = check()
             elapsed = time.monotonic() - start
             bar.update(elapsed, status.state)
             if status.done or status.failed:
+                outcome = "failed" if status.failed else "done"
                 break
             if elapsed >= timeout_s:
+                outcome = "timed out"
                 raise WaitTimeout(resource, status.state, timeout_s)
             time.sleep(min(interval_s, max(0.0, timeout_s - elapsed)))
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
     finally:
-        bar.close()
-    elapsed = time.monotonic() - start
-    outcome = "failed" if status.failed else "done"
-    print(f"{resource}: {outcome} after {elapsed:.1f} s ({status.state})", flush=True)
+        # Every ending leaves one readable line: done, failed, timed out, interrupted, error.
+        elapsed = time.monotonic() - start
+        bar.close(f"{resource}: {outcome} after {elapsed:.1f} s ({status.state})")
     log.debug("%s: %s after %.1f s", resource, outcome, elapsed)
     return status
