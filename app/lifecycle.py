@@ -147,25 +147,35 @@ class AppRuntime:
             if not self._launch_ended.wait(timeout=max(0.0, deadline - time.monotonic())):
                 log.warning("draining: DBOS is still launching; exiting without it")
             elif self._launched.is_set() and not self._stopped.is_set():
-                self._stop_dequeuing()
+                workers_stopped = self._stop_dequeuing()
                 self._wait_for_in_flight(deadline)
                 self._hand_back()
+                if not workers_stopped and self._join_queue_workers():
+                    # A late worker may have claimed work after the first hand-back.
+                    self._hand_back()
         except Exception as exc:  # noqa: BLE001 - the server must still be told to exit
             log.error("drain failed: %s", describe_error(exc))
             self.exit_code = 1
         self.on_finished()
 
-    def _stop_dequeuing(self) -> None:
-        """Stop every DBOS polling thread, then join the queue workers."""
+    def _stop_dequeuing(self) -> bool:
+        """Stop every DBOS polling thread; True once the queue workers have exited."""
         assert self._dbos is not None
         for event in list(self._dbos.background_thread_stop_events):
             event.set()
+        return self._join_queue_workers()
+
+    def _join_queue_workers(self) -> bool:
+        """Wait for the queue workers to exit (bounded); True if they all did."""
         limit = time.monotonic() + QUEUE_STOP_TIMEOUT_S
+        stopped = True
         for thread in threading.enumerate():
             if thread.name.startswith(QUEUE_WORKER_PREFIX):
                 thread.join(timeout=max(0.0, limit - time.monotonic()))
                 if thread.is_alive():
                     log.warning("queue worker %s did not stop in time", thread.name)
+                    stopped = False
+        return stopped
 
     def _own_pending(self) -> list:
         return DBOS.list_workflows(

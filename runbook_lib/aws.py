@@ -135,37 +135,42 @@ def caller_identity(session: boto3.Session, endpoint_url: str | None) -> dict[st
     return {"Account": identity["Account"], "Arn": identity["Arn"]}
 
 
-_wire_lock = threading.Lock()
-_wire_depth = 0
-_wire_saved: dict[str, int] = {}
+_quiet_lock = threading.Lock()
+_quiet_state: dict[str, tuple[int, int]] = {}  # logger name -> (users, level to restore)
 
 
 @contextlib.contextmanager
-def _quiet_wire_logs() -> Iterator[None]:
-    """Hold botocore's and boto3's loggers at INFO or above while a call carries a secret.
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Hold the named loggers at INFO or above for the duration (for calls carrying a secret).
 
-    At DEBUG, botocore logs every request's parameters and every response body, which would
-    put the RDS master password or the ECR token in the log. Nested and concurrent uses share
-    one save and restore.
+    At DEBUG, botocore logs every request's parameters and every response body (the RDS master
+    password, the ECR token) and ``sh`` logs every chunk of a command's input and output.
+    Nested and concurrent uses share one save and restore per logger.
     """
-    global _wire_depth
-    with _wire_lock:
-        if _wire_depth == 0:
-            for name in ("botocore", "boto3", "urllib3"):
-                logger = logging.getLogger(name)
-                _wire_saved[name] = logger.level
+    with _quiet_lock:
+        for name in names:
+            users, saved = _quiet_state.get(name, (0, 0))
+            logger = logging.getLogger(name)
+            if users == 0:
+                saved = logger.level
                 if logger.getEffectiveLevel() < logging.INFO:
                     logger.setLevel(logging.INFO)
-        _wire_depth += 1
+            _quiet_state[name] = (users + 1, saved)
     try:
         yield
     finally:
-        with _wire_lock:
-            _wire_depth -= 1
-            if _wire_depth == 0:
-                for name, level in _wire_saved.items():
-                    logging.getLogger(name).setLevel(level)
-                _wire_saved.clear()
+        with _quiet_lock:
+            for name in names:
+                users, saved = _quiet_state[name]
+                if users == 1:
+                    logging.getLogger(name).setLevel(saved)
+                    del _quiet_state[name]
+                else:
+                    _quiet_state[name] = (users - 1, saved)
+
+
+def _quiet_wire_logs():
+    return quiet_loggers("botocore", "boto3", "urllib3")
 
 
 @contextlib.contextmanager
@@ -765,7 +770,9 @@ class RegistryLogin(NamedTuple):
     password: str
 
     def __repr__(self) -> str:
-        return f"RegistryLogin(registry={self.registry!r}, username={self.username!r}, password=***)"
+        return (
+            f"RegistryLogin(registry={self.registry!r}, username={self.username!r}, password=***)"
+        )
 
     __str__ = __repr__
 
@@ -908,13 +915,14 @@ def inventory(
     *,
     names: Iterable[str] = (),
 ) -> list[InventoryItem]:
-    """What exists in ``region`` that the runbook made, through each service's own list calls.
+    """What exists in ``region`` for ``deployment``, through each service's own list calls.
 
     Lists every EKS cluster and node group, VPC, subnet, security group, RDS instance, DB
     subnet group, manual RDS snapshot, ECR repository, IAM role (those named ``eksctl-…``) and
-    CloudFormation stack that carries the runbook's managed-by tag; ``ours`` is true for those
-    of ``deployment``. Resources named in ``names`` are listed too, tagged or not, so a
-    look-alike the runbook would refuse to touch shows up as not ours.
+    CloudFormation stack that carries the deployment's tags (``ours``). Resources named in
+    ``names`` are listed too whatever their tags, so a look-alike the runbook would refuse to
+    touch shows up, as not ours. The tagging API cannot do this: it does not cover EKS, ECR,
+    IAM or DB subnet groups.
     """
     names = set(names)
     items: list[InventoryItem] = []
@@ -946,8 +954,8 @@ def _item(kind: str, name: str, ident: str, tags, deployment: str, detail: str =
     return InventoryItem(kind, name, ident, mine, detail)
 
 
-def _marked(tags) -> bool:
-    return tag_dict(tags).get(labels.TAG_MANAGED_BY) == labels.MANAGED_BY
+def _wanted(tags, deployment: str, name: str, names: set[str]) -> bool:
+    return labels.is_ours_aws(tag_dict(tags), deployment) or name in names
 
 
 def _inventory_eks(session, endpoint_url, deployment, region, names) -> list[InventoryItem]:
@@ -958,7 +966,7 @@ def _inventory_eks(session, endpoint_url, deployment, region, names) -> list[Inv
                     for c in page["clusters"]]
         for name in clusters:
             cluster = eks.describe_cluster(name=name)["cluster"]
-            if not (_marked(cluster.get("tags")) or name in names):
+            if not _wanted(cluster.get("tags"), deployment, name, names):
                 continue
             items.append(_item("EKS cluster", name, cluster.get("arn", ""), cluster.get("tags"),
                                deployment, cluster.get("status", "")))
@@ -972,7 +980,7 @@ def _inventory_eks(session, endpoint_url, deployment, region, names) -> list[Inv
 
 def _inventory_ec2(session, endpoint_url, deployment, region, names) -> list[InventoryItem]:
     ec2 = client(session, "ec2", endpoint_url, region)
-    marked = [{"Name": f"tag:{labels.TAG_MANAGED_BY}", "Values": [labels.MANAGED_BY]}]
+    marked = [{"Name": f"tag:{k}", "Values": [v]} for k, v in labels.aws_tags(deployment).items()]
     items = []
     with _target_errors("list VPCs, subnets and security groups"):
         for vpc in ec2.describe_vpcs(Filters=marked)["Vpcs"]:
@@ -1002,7 +1010,7 @@ def _inventory_rds(session, endpoint_url, deployment, region, names) -> list[Inv
         for page in rds.get_paginator("describe_db_instances").paginate():
             for db in page["DBInstances"]:
                 ident = db["DBInstanceIdentifier"]
-                if _marked(db.get("TagList")) or ident in names:
+                if _wanted(db.get("TagList"), deployment, ident, names):
                     items.append(_item("RDS instance", ident, db.get("DbiResourceId", ""),
                                        db.get("TagList"), deployment,
                                        db.get("DBInstanceStatus", "")))
@@ -1010,13 +1018,13 @@ def _inventory_rds(session, endpoint_url, deployment, region, names) -> list[Inv
             for group in page["DBSubnetGroups"]:
                 name = group["DBSubnetGroupName"]
                 tags = rds.list_tags_for_resource(ResourceName=group["DBSubnetGroupArn"])["TagList"]
-                if _marked(tags) or name in names:
+                if _wanted(tags, deployment, name, names):
                     items.append(_item("DB subnet group", name, "", tags, deployment,
                                        group.get("VpcId", "")))
         pages = rds.get_paginator("describe_db_snapshots").paginate(SnapshotType="manual")
         for page in pages:
             for snap in page["DBSnapshots"]:
-                if _marked(snap.get("TagList")):
+                if _wanted(snap.get("TagList"), deployment, snap["DBSnapshotIdentifier"], names):
                     items.append(_item("RDS snapshot", snap["DBSnapshotIdentifier"], "",
                                        snap.get("TagList"), deployment,
                                        f"of {snap.get('DBInstanceIdentifier', '?')}"))
@@ -1030,7 +1038,7 @@ def _inventory_ecr(session, endpoint_url, deployment, region, names) -> list[Inv
         for page in ecr.get_paginator("describe_repositories").paginate():
             for repo in page["repositories"]:
                 tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
-                if _marked(tags) or repo["repositoryName"] in names:
+                if _wanted(tags, deployment, repo["repositoryName"], names):
                     items.append(_item("ECR repository", repo["repositoryName"], "", tags,
                                        deployment, repo.get("repositoryUri", "")))
     return items
@@ -1048,7 +1056,7 @@ def _inventory_iam(session, endpoint_url, deployment, region, names) -> list[Inv
                 if not (name.startswith("eksctl-") or name in names):
                     continue
                 tags = iam.list_role_tags(RoleName=name)["Tags"]
-                if _marked(tags) or name in names:
+                if _wanted(tags, deployment, name, names):
                     items.append(_item("IAM role", name, "", tags, deployment))
     return items
 
@@ -1061,7 +1069,7 @@ def _inventory_stacks(session, endpoint_url, deployment, region, names) -> list[
             for stack in page["Stacks"]:
                 if stack.get("StackStatus") == "DELETE_COMPLETE":
                     continue
-                if _marked(stack.get("Tags")) or stack["StackName"] in names:
+                if _wanted(stack.get("Tags"), deployment, stack["StackName"], names):
                     items.append(_item("CloudFormation stack", stack["StackName"], "",
                                        stack.get("Tags"), deployment, stack.get("StackStatus", "")))
     return items

@@ -27,6 +27,8 @@ import sh
 import yaml
 
 from runbook_lib import redact
+from runbook_lib.aws import quiet_loggers
+from runbook_lib.eksctl import load as load_cluster_config
 from runbook_lib.errors import TargetError
 
 log = logging.getLogger("runbook_lib.cli_tools")
@@ -36,7 +38,7 @@ _TOKEN_PATTERNS = (
     # key=value and key: value pairs whose key names a secret.
     re.compile(
         r"(?i)((?:password|passwd|secret|token|authorization|api[_-]?key)[\"']?\s*[:=]\s*"
-        r"[\"']?)([^\s\"',}]+)"
+        r"[\"']?)((?:(?:bearer|basic)\s+)?[^\s\"',}]+)"
     ),
     # Bearer and Basic credentials.
     re.compile(r"(?i)(\b(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]{8,})"),
@@ -84,10 +86,14 @@ class _Tool:
         stdin: str | None = None,
         secrets: Iterable[str] = (),
         timeout_s: float = 600,
-        relay: bool = False,
+        relay: int | None = None,
         ok_codes: Iterable[int] = (0,),
     ) -> tuple[int, str, str]:
-        """Run the tool; return ``(exit code, stdout, stderr)`` or raise TargetError."""
+        """Run the tool; return ``(exit code, stdout, stderr)`` or raise TargetError.
+
+        ``relay`` is a log level at which each output line is passed on as it comes (for
+        commands that take minutes), or None to keep the output quiet.
+        """
         secrets = [s for s in secrets if s]
         shown = scrub(" ".join([self.name, *args]), secrets)
         log.info("running: %s", shown)
@@ -96,13 +102,13 @@ class _Tool:
 
         def on_err(line: str) -> None:
             err.append(line)
-            if relay and line.strip():
-                log.info("%s: %s", self.name, scrub(line.rstrip(), secrets))
+            if relay is not None and line.strip():
+                log.log(relay, "%s: %s", self.name, scrub(line.rstrip(), secrets))
 
         def on_out(line: str) -> None:
             out.append(line)
-            if relay and line.strip():
-                log.info("%s: %s", self.name, scrub(line.rstrip(), secrets))
+            if relay is not None and line.strip():
+                log.log(relay, "%s: %s", self.name, scrub(line.rstrip(), secrets))
 
         options = {
             "_in": stdin,
@@ -115,8 +121,11 @@ class _Tool:
         }
         if self.env is not None:
             options["_env"] = self.env
+        command = self._command()
         try:
-            process = self._command()(*args, **options)
+            # sh logs every chunk of standard input and output at DEBUG, a password included.
+            with quiet_loggers("sh"):
+                process = command(*args, **options)
             code = process.exit_code
         except sh.ErrorReturnCode as exc:
             code = exc.exit_code
@@ -157,8 +166,8 @@ class Eksctl(_Tool):
     def create_cluster(self, config_file: Path, kubeconfig: Path) -> None:
         """``eksctl create cluster -f FILE --kubeconfig PATH``; on an existing cluster, only
         write the kubeconfig (eksctl itself would fail because its stack already exists)."""
-        meta = (yaml.safe_load(Path(config_file).read_text()) or {}).get("metadata", {})
-        cluster, region = str(meta.get("name", "")), str(meta.get("region", ""))
+        spec = load_cluster_config(Path(config_file))
+        cluster, region = spec.name, spec.region
         if self.cluster_exists(cluster, region):
             log.info("cluster %s exists; writing its kubeconfig only", cluster)
             self.write_kubeconfig(cluster, region, kubeconfig)
@@ -169,7 +178,7 @@ class Eksctl(_Tool):
             "-f", str(config_file),
             "--kubeconfig", str(kubeconfig),
             timeout_s=self.timeout_s,
-            relay=True,
+            relay=logging.INFO,
         )
 
     def cluster_exists(self, cluster: str, region: str) -> bool:
@@ -196,7 +205,7 @@ class Eksctl(_Tool):
         """``eksctl delete cluster --name C --region R --wait``; nothing to do when absent."""
         try:
             self._run("delete", "cluster", "--name", cluster, "--region", region, "--wait",
-                      timeout_s=self.timeout_s, relay=True)
+                      timeout_s=self.timeout_s, relay=logging.INFO)
         except TargetError as exc:
             if _not_found(str(exc)):
                 log.info("cluster %s is absent; nothing to delete", cluster)
@@ -260,7 +269,7 @@ class Helm(_Tool):
                 args += ["--version", version]
             args += ["--values", str(values_file), "--wait", "--timeout", f"{int(timeout_s)}s",
                      "--kubeconfig", str(kubeconfig)]
-            self._run(*args, timeout_s=timeout_s + 120, relay=True)
+            self._run(*args, timeout_s=timeout_s + 120, relay=logging.INFO)
         result = "installed" if before is None else "upgraded"
         log.info("helm release %s in %s %s", release, namespace, result)
         return result
@@ -331,11 +340,11 @@ class Docker(_Tool):
     ) -> None:
         """``docker build --platform P -t REF -f DOCKERFILE CONTEXT``."""
         self._run("build", "--platform", platform, "-t", image_ref, "-f", str(dockerfile),
-                  str(context), timeout_s=3600, relay=True)
+                  str(context), timeout_s=3600, relay=logging.DEBUG)
 
     def push(self, image_ref: str) -> str:
         """``docker push REF``; the digest from its output, else from ``docker inspect``."""
-        _, out, err = self._run("push", image_ref, timeout_s=3600, relay=True)
+        _, out, err = self._run("push", image_ref, timeout_s=3600, relay=logging.DEBUG)
         found = _DIGEST.findall(out + err)
         if found:
             return found[-1]

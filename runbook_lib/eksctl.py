@@ -167,7 +167,8 @@ def load(path: Path) -> ClusterSpec:
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ParameterError([f"cannot read {Path(path).name}: {exc}"], source="ClusterConfig")
+        problem = f"cannot read {Path(path).name}: {exc}"
+        raise ParameterError([problem], source="ClusterConfig") from None
     return parse(doc)
 
 

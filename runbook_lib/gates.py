@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 log = logging.getLogger("runbook_lib.gates")
 
@@ -45,9 +45,12 @@ def gate_timeout(params=None) -> float:
     parameters have it, else 15 minutes."""
     from runbook_lib.parameters import parse_duration
 
-    configured = os.environ.get(TIMEOUT_ENV)
+    configured = os.environ.get(TIMEOUT_ENV, "").strip()
     if configured:
-        return parse_duration(configured)
+        try:
+            return float(configured)
+        except ValueError:
+            return parse_duration(configured)
     value = getattr(getattr(params, "timeouts", None), "gate", None)
     return float(value) if value else DEFAULT_TIMEOUT_S
 
@@ -110,7 +113,7 @@ def confirm(action: str, *, cost: str, timeout_s: float, key: str = "",
             panel.remember_click_as(key)
             return "not blocking"
         answer = panel.wait(timeout_s)
-        log.info("gate %s: %s", key or title, answer)
+        log.debug("gate %s: %s", key or title, answer)
         return answer
     except KeyboardInterrupt:
         panel.finish("interrupted")
@@ -132,6 +135,10 @@ class _GatePanel:
         self.cancel_button = widgets.Button(description="Cancel", icon="times")
         self.confirm_button.add_class("runbook-gate-confirm")
         self.cancel_button.add_class("runbook-gate-cancel")
+        # Listen before the buttons are shown, so that no click can come first.
+        if self.can_block():
+            self._listen(self.confirm_button.comm, "confirmed")
+            self._listen(self.cancel_button.comm, "cancelled")
         self._countdown = widgets.HTML("")
         text = widgets.HTML(
             f"<b>{html.escape(title)}</b><br>This will <b>{html.escape(action)}</b>."
@@ -156,8 +163,6 @@ class _GatePanel:
 
     def wait(self, timeout_s: float) -> str:
         """Block until a click or the limit; leave a text line in place of the widgets."""
-        self._listen(self.confirm_button.comm, "confirmed")
-        self._listen(self.cancel_button.comm, "cancelled")
         deadline = time.monotonic() + timeout_s
         while not self._event.is_set():
             left = deadline - time.monotonic()
@@ -196,7 +201,7 @@ class _GatePanel:
 
     def finish(self, answer: str) -> None:
         """Replace the widgets by one readable line (kept in the saved notebook)."""
-        now = datetime.now(timezone.utc).strftime("%H:%M:%S UTC")
+        now = datetime.now(UTC).strftime("%H:%M:%S UTC")
         line = f"{self.title}: {answer} at {now}: {self.action} ({self.cost})"
         self._handle.update({"text/plain": line}, raw=True)
         for widget in (self._box, self.confirm_button, self.cancel_button, self._countdown):

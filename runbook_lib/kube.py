@@ -227,9 +227,48 @@ def job_status(api, namespace: str, name: str) -> Status:
     return Status(False, state)
 
 
-def wait_job(api, namespace: str, name: str, timeout_s: float) -> Status:
-    return wait_for(f"Job {namespace}/{name}", lambda: job_status(api, namespace, name),
-                    timeout_s, 0.5)
+class JobLogs:
+    """Logs of a Job's pods, kept as the Job runs: a failed Job's pods may be deleted before
+    anyone reads them, and a restarted container's earlier runs are only in ``previous``."""
+
+    def __init__(self, api, namespace: str, name: str):
+        self.api, self.namespace, self.name = api, namespace, name
+        self.texts: dict[str, str] = {}
+
+    def capture(self) -> None:
+        for pod in pods(self.api, self.namespace, f"job-name={self.name}"):
+            pod_name = pod["metadata"]["name"]
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if not statuses:
+                continue
+            text = pod_log(self.api, self.namespace, pod_name)
+            if text and not text.startswith("(no log"):
+                self.texts[pod_name] = text
+
+    def render(self, tail: int = 40) -> str:
+        if not self.texts:
+            return f"(no log from the pods of Job {self.namespace}/{self.name})"
+        return "\n".join(f"--- {pod} ---\n" + "\n".join(text.rstrip().splitlines()[-tail:])
+                         for pod, text in self.texts.items())
+
+
+def wait_job(api, namespace: str, name: str, timeout_s: float,
+             logs: JobLogs | None = None) -> Status:
+    """Wait for the Job to complete or fail; keep its pods' logs in ``logs`` as it runs."""
+
+    def check() -> Status:
+        status = job_status(api, namespace, name)
+        if logs is not None:
+            logs.capture()
+        return status
+
+    return wait_for(f"Job {namespace}/{name}", check, timeout_s, 0.5)
+
+
+def job_conditions(api, namespace: str, name: str) -> list[str]:
+    obj = get(api, "batch/v1", "Job", namespace, name) or {}
+    return [f"{c.get('type')}={c.get('status')} {c.get('reason', '')}: {c.get('message', '')}"
+            for c in (obj.get("status") or {}).get("conditions", [])]
 
 
 def pods(api, namespace: str, selector: str) -> list[dict]:

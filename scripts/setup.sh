@@ -36,7 +36,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]
   exit 0
 fi
 [ -x .venv/bin/python ] || $UV venv --quiet --python "$PYTHON" .venv
-$UV pip sync --quiet --python .venv/bin/python requirements.lock
+$UV pip sync --quiet --compile-bytecode --python .venv/bin/python requirements.lock
 $UV pip install --quiet --python .venv/bin/python --no-deps -e .
 echo "$want" > "$stamp"
 echo "setup: .venv is ready"

@@ -51,6 +51,15 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
 }
 
+_NOT_INHERITED = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "KUBECONFIG",
+}
+
 # Popen objects of daemons this process started, so their exit status is collected.
 _children: dict[int, subprocess.Popen] = {}
 
@@ -181,7 +190,8 @@ def up(directory: Path | None = None) -> SandboxInfo:
 def _start(directory: Path) -> SandboxInfo:
     started = time.monotonic()
     instance = uuid.uuid4().hex
-    child_env = dict(os.environ)
+    # The daemon needs no credentials: real ones stay out of it and of what it starts.
+    child_env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     child_env[INSTANCE_ENV] = instance
     child_env["PYTHONPATH"] = os.pathsep.join(
         [str(PROJECT_ROOT)] + ([child_env["PYTHONPATH"]] if child_env.get("PYTHONPATH") else [])
@@ -276,29 +286,34 @@ def _stop(directory: Path, state: dict) -> None:
     ports = [int(p) for p in state.get("ports") or []]
     instance = state.get("instance") or ""
 
+    # Only processes that are this sandbox's daemons get signals (a pid may have been reused).
+    worker = pid if _is_daemon(pid) else 0
+    keeper = supervisor if _is_daemon(supervisor) else 0
+    daemons = [p for p in (worker, keeper) if p]
+
     # The worker stops its parts in order; the supervisor then exits.
-    target = pid if _is_daemon(pid) else supervisor
-    if _alive(target):
-        _signal(target, signal.SIGTERM)
-    if not _wait_gone([pid, supervisor], STOP_TIMEOUT_S):
+    if daemons:
+        _signal(worker or keeper, signal.SIGTERM)
+    if not _wait_gone(daemons, STOP_TIMEOUT_S):
         log.warning("sandbox did not stop within %g s; killing it", STOP_TIMEOUT_S)
-        _signal(pid, signal.SIGKILL)
+        if worker:
+            _signal(worker, signal.SIGKILL)
         # The supervisor stops what the worker left, then exits.
-        if not _wait_gone([pid, supervisor], KILL_WAIT_S):
-            _signal(supervisor, signal.SIGKILL)
-            _wait_gone([pid, supervisor], 5)
+        if not _wait_gone(daemons, KILL_WAIT_S) and keeper:
+            _signal(keeper, signal.SIGKILL)
+            _wait_gone(daemons, 5)
 
     # Nothing of it may be left: no process, no listening port.
-    survivors = _leftover_processes(instance, [pid, supervisor])
+    survivors = _leftover_processes(instance, daemons)
     for proc in survivors:
         with contextlib.suppress(Exception):
             log.warning("killing leftover sandbox process %d (%s)", proc.pid, proc.name())
             proc.kill()
-    listening = [p for p in ports if _listening(p)]
+    listening = _our_listeners(ports, instance)
     if listening:
         time.sleep(1.0)
-        listening = [p for p in ports if _listening(p)]
-    still = [p.pid for p in _leftover_processes(instance, [pid, supervisor])]
+        listening = _our_listeners(ports, instance)
+    still = [p.pid for p in _leftover_processes(instance, daemons)]
     if still or listening:
         raise TargetError(
             f"the sandbox in {directory} did not stop cleanly: processes {still or 'none'}, "
@@ -307,6 +322,35 @@ def _stop(directory: Path, state: dict) -> None:
     with contextlib.suppress(FileNotFoundError):
         (directory / STATE_FILE).unlink()
     log.info("sandbox in %s stopped", directory)
+
+
+def _our_listeners(ports: list[int], instance: str) -> list[int]:
+    """The ports of ``ports`` that still listen, unless another program has taken them since."""
+    import psutil
+
+    listening = [p for p in ports if _listening(p)]
+    if not listening:
+        return []
+    try:
+        owners = {
+            c.laddr.port: c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in listening
+        }
+    except psutil.Error:
+        return listening
+    ours = []
+    for port in listening:
+        pid = owners.get(port)
+        if pid is None:
+            ours.append(port)  # cannot tell: assume it is ours
+            continue
+        try:
+            if psutil.Process(pid).environ().get(INSTANCE_ENV) == instance or _is_daemon(pid):
+                ours.append(port)
+        except psutil.Error:
+            ours.append(port)
+    return ours
 
 
 def _leftover_processes(instance: str, pids: list[int]) -> list:

@@ -28,6 +28,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,17 +177,22 @@ class Worker:
         self.images = None
         self.rds = None
         self.moto = None
+        self._moto_started = None
         self.moto_url = ""
         self.account_id = ""
         self.api = None
         self.controllers = None
         self.kubeconfig = directory / KUBECONFIG_FILE
         self.ready = False
+        self.ready_s = 0.0
 
     async def start(self) -> None:
         from runbook_lib.sandbox.images import ImageResolver, bin_path
         from runbook_lib.sandbox.network import Network
         from runbook_lib.sandbox.rds import RdsStandIn
+
+        # Database files a killed daemon may have left are of no use to anyone.
+        shutil.rmtree(self.directory / "rds", ignore_errors=True)
 
         # Shared pieces, and the RDS hook (before moto's RDS code can be imported).
         self.network = Network()
@@ -197,7 +203,7 @@ class Worker:
         # moto on its own thread; its import is the slowest step, the API server's is next.
         import asyncio
 
-        moto_started = asyncio.get_running_loop().run_in_executor(None, self._start_moto)
+        self._moto_started = asyncio.get_running_loop().run_in_executor(None, self._start_moto)
 
         from runbook_lib.sandbox.kubeapi import KubeAPIServer, write_kubeconfig
 
@@ -223,13 +229,13 @@ class Worker:
         await self.controllers.start()
         log.info("controllers started")
 
-        await moto_started
+        await self._moto_started
+        self.ready_s = round(time.monotonic() - self.started, 3)
         self.ready = True
         self.write_state()
-        log.info("sandbox ready in %.2f s", time.monotonic() - self.started)
+        log.info("sandbox ready in %.2f s", self.ready_s)
 
     def _start_moto(self) -> None:
-        os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
         from moto.core import DEFAULT_ACCOUNT_ID
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
@@ -253,6 +259,10 @@ class Worker:
         if self.api is not None:
             with _logged("stopping the Kubernetes API server"):
                 await self.api.stop()
+        if self._moto_started is not None:
+            # moto may still be starting on its thread (a start that failed elsewhere).
+            with contextlib.suppress(Exception):
+                await self._moto_started
         if self.moto is not None:
             with _logged("stopping moto"):
                 await asyncio.get_running_loop().run_in_executor(None, self.moto.stop)
@@ -279,7 +289,7 @@ class Worker:
             "account_id": self.account_id,
             "region": DEFAULT_REGION,
             "started_at": self.started_at,
-            "ready_s": round(time.monotonic() - self.started, 3),
+            "ready_s": self.ready_s,
             "log": str(self.directory / LOG_FILE),
             "rds": rds,
             "network": self.network.entries(),
@@ -367,6 +377,9 @@ async def _serve(directory: Path, supervisor_pid: int) -> int:
 def work(directory: Path, supervisor_pid: int) -> int:
     import asyncio
 
+    # Without it moto has no AWS-managed IAM policies (AmazonEKSClusterPolicy, …); it must be
+    # set before moto is first imported.
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
     _log_setup(directory, "worker")
     if supervisor_pid and os.getppid() != supervisor_pid:
         log.error("the supervisor is gone; not starting")

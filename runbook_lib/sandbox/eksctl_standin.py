@@ -378,7 +378,9 @@ class SandboxEksctl:
             yaml.safe_dump(doc, handle, sort_keys=False)
         os.chmod(path, 0o600)
         log.info("wrote kubeconfig %s (context %s)", path.name, cluster)
-        self.outcomes.append(Outcome("kubeconfig", path.name, "updated", detail=f"context {cluster}"))
+        self.outcomes.append(
+            Outcome("kubeconfig", path.name, "updated", detail=f"context {cluster}")
+        )
 
     # --- deleting -----------------------------------------------------------------------------
 

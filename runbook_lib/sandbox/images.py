@@ -335,6 +335,8 @@ class _Stage:
     exposed: list[int] = field(default_factory=list)
     shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
     context_root: str | None = None
+    # (path in the image, source path in the build context) for each COPY of the context
+    copies: list[tuple[str, str]] = field(default_factory=list)
 
     def inherit(self, name: str | None) -> _Stage:
         child = _Stage(
@@ -349,6 +351,7 @@ class _Stage:
             exposed=list(self.exposed),
             shell=list(self.shell),
             context_root=self.context_root,
+            copies=list(self.copies),
         )
         return child
 
@@ -513,6 +516,16 @@ def _copy(stage: _Stage, rest: str, scope: dict[str, str]) -> None:
     sources, dest = paths[:-1], paths[-1]
     if all(s.rstrip("/") in (".", "") or s == "./" for s in sources):
         stage.context_root = _join(stage.workdir, dest)
+        return
+    target = _join(stage.workdir, dest)
+    if len(sources) == 1 and not any(c in sources[0] for c in "*?["):
+        # ``COPY migrate/ /migrate/``: the directory's content lands at the destination.
+        stage.copies.append((target, sources[0].strip("/")))
+    elif dest.endswith("/"):
+        # Several files into one directory: it holds the files of their common parent.
+        parents = {str(Path(s).parent) for s in sources}
+        if len(parents) == 1:
+            stage.copies.append((target, parents.pop().strip("/").removeprefix(".")))
 
 
 def _exec_form(rest: str) -> list[str] | None:
@@ -629,6 +642,12 @@ def _image_config(stage: _Stage, context: Path) -> ImageConfig:
     root = stage.context_root
 
     def mapped(path: str) -> Path:
+        for dest, source in sorted(stage.copies, key=lambda c: len(c[0]), reverse=True):
+            dest = dest.rstrip("/") or "/"
+            if path == dest or path.startswith(dest + "/"):
+                candidate = context / source / path[len(dest):].lstrip("/")
+                if candidate.is_dir():
+                    return candidate
         if root and root != "/" and (path == root or path.startswith(root.rstrip("/") + "/")):
             candidate = context / path[len(root) :].lstrip("/")
             if candidate.exists():

@@ -9,7 +9,8 @@ instance created through moto, and puts a :class:`TlsFrontend` in front of it. E
   socket in its own directory where the daemon alone connects, trusted, to set passwords and
   create the initial database;
 - runs ``postgres`` directly as a child process of the daemon (not through ``pg_ctl``, which
-  would detach it), so the daemon's supervisor can always find and stop it.
+  would detach it), with the kernel's parent-death signal set to a fast shutdown: if the daemon
+  dies, even by SIGKILL, the server stops, and the daemon's supervisor finds whatever is left.
 
 The wheel's PostgreSQL is built without TLS, yet clients configured for RDS ask for it
 (``sslmode=require``). The frontend is the address clients get: it answers PostgreSQL's

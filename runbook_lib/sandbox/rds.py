@@ -33,6 +33,7 @@ import logging
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,7 @@ class RdsStandIn:
             raise PostgresError("the instance has no master password")
         key = (backend.account_id, backend.region_name, identifier)
         endpoint = (database.address, int(database.port))
+        started = time.monotonic()
         with self._lock:
             root = self._base_dir() / f"{backend.region_name}-{identifier}"
             server = EmbeddedPostgres(root, database.master_username, label=identifier)
@@ -162,10 +164,11 @@ class RdsStandIn:
             self._instances[key] = instance
             self.network.add(endpoint[0], endpoint[1], *instance.local)
         log.info(
-            "RDS %s: endpoint %s:%d is served by embedded PostgreSQL at %s:%d",
+            "RDS %s: endpoint %s:%d is served by embedded PostgreSQL at %s:%d (ready in %.1f s)",
             identifier,
             *endpoint,
             *instance.local,
+            time.monotonic() - started,
         )
         self._changed()
 

@@ -112,22 +112,23 @@ def create_cluster_and_database(stage, config_path: Path) -> list[Outcome]:
     # RDS needs only the VPC and its private subnets, which eksctl makes first.
     network = aws.wait_for_vpc(session, endpoint, p.cluster.name,
                                timeout_s=p.timeouts.cluster, interval_s=2)
-    timeline.mark(f"VPC {network.vpc_id} found with {len(network.private_subnets)} "
+    timeline.mark(f"VPC {network.vpc_id} found with {len(network.private_subnet_ids)} "
                   "private subnets")
     db = p.database
     outcomes.append(aws.ensure_db_subnet_group(session, endpoint, name=db.subnet_group,
-                                               subnet_ids=network.private_subnets,
+                                               subnet_ids=network.private_subnet_ids,
                                                deployment=dep))
-    outcomes.append(aws.ensure_rds_security_group(session, endpoint, name=db.security_group,
-                                                  vpc_id=network.vpc_id, deployment=dep,
-                                                  port=db.port))
+    security_group = aws.ensure_rds_security_group(session, endpoint, name=db.security_group,
+                                                   vpc_id=network.vpc_id, deployment=dep,
+                                                   port=db.port)
+    outcomes.append(security_group)
     timeline.mark("RDS: creation started")
     outcomes.append(aws.ensure_db_instance(
         session, endpoint, identifier=db.instance_id, instance_class=db.instance_class,
         engine_version=db.engine_version, allocated_storage=db.allocated_storage_gib,
         master_username=db.master_username,
         master_password=secret(target, "postgres_password"),
-        subnet_group=db.subnet_group, security_group=db.security_group, deployment=dep,
+        subnet_group=db.subnet_group, security_group=security_group.id, deployment=dep,
         port=db.port,
     ))
 
@@ -204,8 +205,10 @@ def database_and_role(stage) -> list[Outcome]:
     try:
         kube.delete(api, "batch/v1", "Job", ns, name, dep, wait_s=p.timeouts.job)
         kube.apply(api, job[0])
-        status = kube.wait_job(api, ns, name, p.timeouts.job)
-        report = kube.logs_for(api, ns, f"job-name={name}", tail=20)
+        logs = kube.JobLogs(api, ns, name)
+        status = kube.wait_job(api, ns, name, p.timeouts.job, logs)
+        logs.capture()
+        report = logs.render(tail=20)
         print(report)
         if status.failed:
             raise TargetError(f"the database setup Job failed: {status.state}")

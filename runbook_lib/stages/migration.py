@@ -67,9 +67,12 @@ def run(stage, job: dict) -> Outcome:
         print(f"replacing Job {ns}/{name} ({done.state})")
         kube.delete(api, "batch/v1", "Job", ns, name, dep, wait_s=params.timeouts.job)
     outcome = kube.apply(api, job)
-    status = kube.wait_job(api, ns, name, params.timeouts.job)
-    print(kube.logs_for(api, ns, f"job-name={name}", tail=50))
+    logs = kube.JobLogs(api, ns, name)
+    status = kube.wait_job(api, ns, name, params.timeouts.job, logs)
+    logs.capture()
+    print(logs.render(tail=50))
     if status.failed:
+        print("Job conditions:\n  " + "\n  ".join(kube.job_conditions(api, ns, name)))
         raise TargetError(f"the migration Job {ns}/{name} failed: {status.state}")
     outcome.detail = status.state
     return outcome
@@ -104,8 +107,10 @@ def verify_privileges(stage) -> str:
     manifests.validate([job], params.cluster.version)
     kube.delete(api, "batch/v1", "Job", ns, VERIFY_JOB, dep, wait_s=params.timeouts.job)
     kube.apply(api, job)
-    status = kube.wait_job(api, ns, VERIFY_JOB, params.timeouts.job)
-    report = kube.logs_for(api, ns, f"job-name={VERIFY_JOB}", tail=20)
+    logs = kube.JobLogs(api, ns, VERIFY_JOB)
+    status = kube.wait_job(api, ns, VERIFY_JOB, params.timeouts.job, logs)
+    logs.capture()
+    report = logs.render(tail=20)
     print(report)
     kube.delete(api, "batch/v1", "Job", ns, VERIFY_JOB, dep)
     if status.failed:

@@ -9,6 +9,7 @@ the restricted role the app runs as.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,13 +41,19 @@ def postgres() -> Postgres:
 
 
 @pytest.fixture(scope="session")
-def template_db(postgres: Postgres) -> str:
-    """A database migrated once by `dbos migrate --app-role`, cloned for each test."""
+def first_migration(postgres: Postgres) -> subprocess.CompletedProcess:
+    """`dbos migrate --app-role` as the admin on an empty database, once per session."""
     warm_bytecode()
     postgres.execute(f"CREATE DATABASE {TEMPLATE_DB} OWNER dbos_admin")
     database = Database(postgres, TEMPLATE_DB)
     result = run_migration(database.admin_url, "migrate", "--app-role", "dbos_app_role")
     assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def template_db(first_migration) -> str:
+    """The database the first migration filled, cloned for each test."""
     return TEMPLATE_DB
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from app_harness import wait_until
 
 
-def test_endpoints_and_bad_input(fresh_db, start_app):
-    app = start_app("pod-endpoints", fresh_db, MAX_SLEEP_SECONDS="30")
+def test_endpoints_bad_input_and_queue_depth(fresh_db, start_app):
+    app = start_app("pod-endpoints", fresh_db, MAX_SLEEP_SECONDS="30", WORKER_CONCURRENCY="2")
     app.wait_healthy()
 
     health = app.get("/healthz")
@@ -60,11 +60,7 @@ def test_endpoints_and_bad_input(fresh_db, start_app):
     count = fresh_db.query("SELECT count(*) FROM dbos.workflow_status")[0][0]
     assert count == 1
 
-
-def test_queue_depth_counts_running_and_waiting(fresh_db, start_app):
-    """ENQUEUED plus PENDING: busy workers keep the metric up, as KEDA needs."""
-    app = start_app("pod-depth", fresh_db, WORKER_CONCURRENCY="2")
-    app.wait_healthy()
+    # Queue depth is ENQUEUED plus PENDING: busy workers keep it up, as KEDA needs.
     ids = [app.enqueue(3) for _ in range(3)]
 
     def two_running():
@@ -72,5 +68,4 @@ def test_queue_depth_counts_running_and_waiting(fresh_db, start_app):
         return states.count("PENDING") == 2
 
     wait_until(two_running, 15, "two workflows to run")
-    # Two running (PENDING) and one waiting (ENQUEUED): all three count.
     assert app.get("/metrics/taskQueue").json() == {"queue_length": 3}

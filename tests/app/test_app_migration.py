@@ -8,25 +8,25 @@ import pytest
 from app_harness import APP_DIR, run_migration, wait_until
 
 
-def test_migration_then_restricted_app(empty_db, start_app):
-    server = empty_db.server
-    rolsuper = empty_db.query("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+def test_migration_then_restricted_app(first_migration, fresh_db, start_app):
+    """The session's first migration ran on an empty database; this test checks its
+    output, then works on a copy of the database it produced."""
+    server = fresh_db.server
+    rolsuper = fresh_db.query("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     assert rolsuper == [(False,)], "the admin must be a plain database owner, as on RDS"
 
-    # First run: creates the schema and grants the app role; the password never shows.
-    first = run_migration(empty_db.admin_url, "migrate", "--app-role", "dbos_app_role")
-    output = first.stdout + first.stderr
-    assert first.returncode == 0, output
+    # First run: created the schema and granted the app role; the password never shows.
+    output = first_migration.stdout + first_migration.stderr
     assert "Applying DBOS system database schema migration" in output
     assert 'GRANT USAGE ON SCHEMA "dbos" TO "dbos_app_role"' in output
-    assert server.admin_password not in output
+    assert "***" in output and server.admin_password not in output
 
     # The app, as the restricted role, launches and runs a workflow.
-    app = start_app("pod-restricted", empty_db)
+    app = start_app("pod-restricted", fresh_db)
     app.wait_healthy()
     workflow_id = app.enqueue(0.2)
     wait_until(
-        lambda: empty_db.statuses([workflow_id])[workflow_id][0] == "SUCCESS",
+        lambda: fresh_db.statuses([workflow_id])[workflow_id][0] == "SUCCESS",
         20,
         "the workflow to succeed",
     )
@@ -39,7 +39,7 @@ def test_migration_then_restricted_app(empty_db, start_app):
         "ALTER": "ALTER TABLE dbos.workflow_status ADD COLUMN intruder int",
         "DROP": "DROP TABLE dbos.workflow_status",
     }
-    with psycopg.connect(empty_db.app_url, autocommit=True) as conn:
+    with psycopg.connect(fresh_db.app_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM dbos.workflow_status").fetchone()[0] == 1
         for action, statement in forbidden.items():
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
@@ -48,7 +48,7 @@ def test_migration_then_restricted_app(empty_db, start_app):
             assert "permission denied" in message or "must be owner" in message, action
 
     # Re-running is idempotent: no migration applied, the grants re-applied.
-    second = run_migration(empty_db.admin_url, "migrate", "--app-role", "dbos_app_role")
+    second = run_migration(fresh_db.admin_url, "migrate", "--app-role", "dbos_app_role")
     output = second.stdout + second.stderr
     assert second.returncode == 0, output
     assert "Applying DBOS system database schema migration" not in output

@@ -16,7 +16,7 @@ def pending_on(database, ids, executor) -> int:
     )
 
 
-def test_kill_9_and_restart_with_the_same_executor_id(fresh_db, start_app):
+def test_kill_9_restart_then_graceful_stop(fresh_db, start_app):
     app = start_app("pod-k", fresh_db)
     app.wait_healthy()
     workflow_id = app.enqueue(6)
@@ -27,7 +27,7 @@ def test_kill_9_and_restart_with_the_same_executor_id(fresh_db, start_app):
     assert fresh_db.statuses([workflow_id])[workflow_id] == ("PENDING", "pod-k")
 
     # Same pod name (a container restart): recovery at launch picks the workflow up.
-    restarted = start_app("pod-k", fresh_db)
+    restarted = start_app("pod-k", fresh_db, DRAIN_TIMEOUT_SECONDS="10")
     restarted.wait_healthy()
 
     def succeeded():
@@ -39,19 +39,15 @@ def test_kill_9_and_restart_with_the_same_executor_id(fresh_db, start_app):
     # The durable sleep resumed with only the time that remained.
     assert body["output"]["slept_s"] < 6 - 0.9, body
 
-
-def test_sigterm_lets_short_work_finish(fresh_db, start_app):
-    app = start_app("pod-d", fresh_db, DRAIN_TIMEOUT_SECONDS="10")
-    app.wait_healthy()
-    workflow_id = app.enqueue(2)
-    wait_until(lambda: pending_on(fresh_db, [workflow_id], "pod-d"), 15, "the workflow to start")
-
-    app.signal(signal.SIGTERM)
-    assert app.health() == 503
-    assert app.get("/enqueue/1").status_code == 503
-    assert app.wait_exit(20) == 0
-    assert fresh_db.statuses([workflow_id])[workflow_id] == ("SUCCESS", "pod-d")
-    assert "no workflow left in flight" in app.output()
+    # A SIGTERM with work shorter than the drain timeout lets it finish here.
+    short_id = restarted.enqueue(2)
+    wait_until(lambda: pending_on(fresh_db, [short_id], "pod-k"), 15, "the short workflow to start")
+    restarted.signal(signal.SIGTERM)
+    assert restarted.health() == 503
+    assert restarted.get("/enqueue/1").status_code == 503
+    assert restarted.wait_exit(20) == 0
+    assert fresh_db.statuses([short_id])[short_id] == ("SUCCESS", "pod-k")
+    assert "no workflow left in flight" in restarted.output()
 
 
 def test_sigterm_hands_back_long_work_to_the_other_replica(fresh_db, start_app):

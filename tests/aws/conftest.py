@@ -15,10 +15,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import boto3
 import pytest
 
-from .common import CLUSTER, DEPLOYMENT, REGION
+from .common import CLUSTER, DEPLOYMENT, REGION, fake_session
 
 
 def _free_port() -> int:
@@ -28,8 +27,10 @@ def _free_port() -> int:
 
 
 def _post(url: str) -> None:
+    # A reset after IAM was used rebuilds moto's IAM backends with every AWS managed policy,
+    # which takes seconds on a busy machine.
     request = urllib.request.Request(url, data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=120) as response:
         response.read()
 
 
@@ -78,15 +79,16 @@ def moto(moto_server):
     return moto_server
 
 
+@pytest.fixture(scope="session")
+def shared_session():
+    """One session for the whole run: its clients (and their service models) are reused."""
+    return fake_session()
+
+
 @pytest.fixture
-def session(moto):
-    """A session with fake credentials (moto accepts any; AWS accepts none of these)."""
-    return boto3.Session(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        aws_session_token="testing",
-        region_name=REGION,
-    )
+def session(moto, shared_session):
+    """The shared session, on a freshly reset moto server."""
+    return shared_session
 
 
 @pytest.fixture

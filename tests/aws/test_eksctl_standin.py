@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import stat
 import threading
-import time
 
 import pytest
 import yaml
@@ -16,12 +15,28 @@ from runbook_lib import aws, labels
 from runbook_lib.errors import TargetError
 from runbook_lib.sandbox.eksctl_standin import SandboxEksctl
 
-from .common import CLUSTER, DEPLOYMENT, REGION
+from .common import CLUSTER, DEPLOYMENT
 
 
 def test_discovery_queries_find_what_the_standin_created(
-    session, moto, standin, cluster, cluster_config_file
+    session, moto, standin, cluster_config_file, tmp_path
 ):
+    cluster = tmp_path / "kubeconfig"
+    slow = SandboxEksctl(session, moto, "http://127.0.0.1:6443", control_plane_delay_s=1.0,
+                         wait_interval_s=0.05)
+    worker = threading.Thread(target=slow.create_cluster, args=(cluster_config_file, cluster))
+    worker.start()
+    try:
+        # The RDS work can start on the VPC while the control plane is still being created.
+        network = aws.wait_for_vpc(session, moto, CLUSTER, timeout_s=60, interval_s=0.05)
+        assert not aws.cluster_exists(session, moto, CLUSTER)
+        assert aws.find_cluster_security_group(session, moto, CLUSTER, network.vpc_id) is None
+        group_id = aws.wait_for_cluster_security_group(
+            session, moto, CLUSTER, network.vpc_id, timeout_s=60, interval_s=0.05)
+    finally:
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert [o.action for o in slow.outcomes if o.kind != "kubeconfig"] == ["created"] * 7
     ec2 = aws.client(session, "ec2", moto)
 
     # VPC by the eksctl tag, as `aws ec2 describe-vpcs --filters tag:alpha.eksctl.io/…`.
@@ -55,7 +70,7 @@ def test_discovery_queries_find_what_the_standin_created(
         "192.168.128.0/19", "192.168.160.0/19", "192.168.96.0/19"]
 
     # The cluster security group EKS creates, by the walkthrough's tag filter.
-    group_id = aws.find_cluster_security_group(session, moto, CLUSTER, vpc_id)
+    assert group_id == aws.find_cluster_security_group(session, moto, CLUSTER, vpc_id)
     group = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
     assert group["GroupName"].startswith(f"eks-cluster-sg-{CLUSTER}-")
     group_tags = aws.tag_dict(group["Tags"])
@@ -86,54 +101,15 @@ def test_discovery_queries_find_what_the_standin_created(
     assert configuration.host == "http://127.0.0.1:6443"
     assert "Bearer sandbox" in configuration.api_key.values()
 
+    # write-kubeconfig works for an existing cluster only.
+    standin.write_kubeconfig(CLUSTER, "us-west-2", tmp_path / "other" / "kubeconfig")
+    assert yaml.safe_load((tmp_path / "other" / "kubeconfig").read_text()) == doc
+    with pytest.raises(TargetError, match="no EKS cluster"):
+        standin.write_kubeconfig("no-such-cluster", "us-west-2", tmp_path / "k")
+
     # A second run finds everything and merges the kubeconfig instead of duplicating it.
     standin.create_cluster(cluster_config_file, cluster)
     actions = {o.action for o in standin.outcomes if o.kind != "kubeconfig"}
     assert actions == {"found"}, standin.outcomes
     doc = yaml.safe_load(cluster.read_text())
     assert len(doc["contexts"]) == 1 and len(doc["clusters"]) == 1
-
-
-def test_delete_refuses_while_rds_lives_in_the_vpc_then_removes_everything(
-    session, moto, standin, cluster
-):
-    network = aws.wait_for_vpc(session, moto, CLUSTER, timeout_s=5, interval_s=0.05)
-    outcome = aws.ensure_rds_security_group(
-        session, moto, name="dbos-app-rds", vpc_id=network.vpc_id, deployment=DEPLOYMENT)
-    with pytest.raises(TargetError, match="dbos-app-rds"):
-        standin.delete_cluster(CLUSTER, REGION)
-    # Nothing was deleted: the cluster is still there.
-    assert aws.cluster_exists(session, moto, CLUSTER)
-
-    aws.client(session, "ec2", moto).delete_security_group(GroupId=outcome.id)
-    standin.delete_cluster(CLUSTER, REGION)
-    assert aws.inventory(session, moto, DEPLOYMENT, REGION) == []
-    ec2 = aws.client(session, "ec2", moto)
-    assert aws.find_cluster_vpc(session, moto, CLUSTER) is None
-    live_nat = [n for n in ec2.describe_nat_gateways()["NatGateways"] if n["State"] != "deleted"]
-    assert live_nat == [] and ec2.describe_internet_gateways()["InternetGateways"] == []
-    standin.delete_cluster(CLUSTER, REGION)
-    assert [o.action for o in standin.outcomes] == ["absent"]
-
-
-def test_rds_work_can_start_while_the_control_plane_is_created(
-    session, moto, cluster_config_file, tmp_path
-):
-    slow = SandboxEksctl(session, moto, "http://127.0.0.1:6443", control_plane_delay_s=1.5,
-                         wait_interval_s=0.05)
-    worker = threading.Thread(
-        target=slow.create_cluster, args=(cluster_config_file, tmp_path / "kubeconfig")
-    )
-    started = time.monotonic()
-    worker.start()
-    try:
-        network = aws.wait_for_vpc(session, moto, CLUSTER, timeout_s=30, interval_s=0.05)
-        vpc_seen = time.monotonic() - started
-        # The VPC is usable while the cluster (and its security group) does not exist yet.
-        assert not aws.cluster_exists(session, moto, CLUSTER)
-        assert aws.find_cluster_security_group(session, moto, CLUSTER, network.vpc_id) is None
-        group = aws.wait_for_cluster_security_group(session, moto, CLUSTER, network.vpc_id,
-                                                    timeout_s=30, interval_s=0.05)
-        assert group and time.monotonic() - started > vpc_seen
-    finally:
-        worker.join(timeout=60)

@@ -1,65 +1,96 @@
 """The walkthrough's infrastructure and cleanup, end to end on a real moto server.
 
 Covers a full run and its cleanup down to an empty inventory, a second run that creates
-nothing, a deployment stopped half way and cleaned up completely, and look-alike resources
-(right name, no tags) that are refused and survive cleanup.
+nothing, a deployment stopped half way and cleaned up completely (beside another deployment
+that cleanup leaves alone), and look-alike resources (right name, no tags) that are refused,
+survive cleanup and, as on AWS, keep the cluster's VPC from being deleted.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from runbook_lib import aws, labels
-from runbook_lib.errors import Refusal
+from runbook_lib import aws, eksctl, labels
+from runbook_lib.errors import Refusal, TargetError
 
 from .common import CLUSTER, DEPLOYMENT, REGION
 
-DB = "dbos-app-pg"
-SUBNET_GROUP = "dbos-app-db"
-RDS_SG = "dbos-app-rds"
-REPOS = ("dbos-app", "dbos-migrate")
 FAST = {"timeout_s": 20, "interval_s": 0.05}
 
 
-def provision(session, url, *, stop_after: str = "") -> list:
+@dataclass(frozen=True)
+class Names:
+    """The names one deployment uses, as its parameters would give them."""
+
+    deployment: str
+    cluster: str
+    db: str
+    subnet_group: str
+    security_group: str
+    repos: tuple[str, ...]
+
+
+WALKTHROUGH = Names(DEPLOYMENT, CLUSTER, "dbos-app-pg", "dbos-app-db", "dbos-app-rds",
+                    ("dbos-app", "dbos-migrate"))
+HALF = Names("half-dep", "half-cluster", "half-pg", "half-db", "half-rds",
+             ("half-app", "half-migrate"))
+DB, SUBNET_GROUP, RDS_SG, REPOS = (WALKTHROUGH.db, WALKTHROUGH.subnet_group,
+                                   WALKTHROUGH.security_group, WALKTHROUGH.repos)
+
+
+def provision(session, url, names: Names = WALKTHROUGH, *, stop_after: str = "") -> list:
     """The Infrastructure section as stage code runs it; ``stop_after`` ends it early."""
-    network = aws.wait_for_vpc(session, url, CLUSTER, **FAST)
+    network = aws.wait_for_vpc(session, url, names.cluster, **FAST)
     outcomes = [aws.ensure_db_subnet_group(
-        session, url, name=SUBNET_GROUP, subnet_ids=network.private_subnet_ids,
-        deployment=DEPLOYMENT)]
+        session, url, name=names.subnet_group, subnet_ids=network.private_subnet_ids,
+        deployment=names.deployment)]
     group = aws.ensure_rds_security_group(
-        session, url, name=RDS_SG, vpc_id=network.vpc_id, deployment=DEPLOYMENT)
+        session, url, name=names.security_group, vpc_id=network.vpc_id,
+        deployment=names.deployment)
     outcomes.append(group)
     if stop_after == "security group":
         return outcomes
     outcomes.append(aws.ensure_db_instance(
-        session, url, identifier=DB, instance_class="db.t4g.micro", engine_version="16",
+        session, url, identifier=names.db, instance_class="db.t4g.micro", engine_version="16",
         allocated_storage=20, master_username="postgres", master_password="Walkthrough-pw-1",
-        subnet_group=SUBNET_GROUP, security_group=group.id, deployment=DEPLOYMENT))
-    cluster_group = aws.wait_for_cluster_security_group(session, url, CLUSTER, network.vpc_id,
-                                                        **FAST)
+        subnet_group=names.subnet_group, security_group=group.id,
+        deployment=names.deployment))
+    cluster_group = aws.wait_for_cluster_security_group(session, url, names.cluster,
+                                                        network.vpc_id, **FAST)
     outcomes.append(aws.ensure_rds_security_group(
-        session, url, name=RDS_SG, vpc_id=network.vpc_id, deployment=DEPLOYMENT,
-        source_group_id=cluster_group))
-    address, port = aws.wait_db_available(session, url, identifier=DB, **FAST)
+        session, url, name=names.security_group, vpc_id=network.vpc_id,
+        deployment=names.deployment, source_group_id=cluster_group))
+    address, port = aws.wait_db_available(session, url, identifier=names.db, **FAST)
     assert address and port == 5432
-    for repo in REPOS:
-        outcomes.append(aws.ensure_repository(session, url, name=repo, deployment=DEPLOYMENT))
+    for repo in names.repos:
+        outcomes.append(aws.ensure_repository(session, url, name=repo,
+                                              deployment=names.deployment))
     return outcomes
 
 
-def teardown(session, url, standin, *, skip_final_snapshot: bool = True) -> list:
+def teardown(session, url, standin, names: Names = WALKTHROUGH) -> list:
+    """The Cleanup section, RDS and ECR first, then the cluster."""
     outcomes = aws.cleanup(
-        session, url, deployment=DEPLOYMENT, db_instance=DB, rds_security_group=RDS_SG,
-        db_subnet_group=SUBNET_GROUP, repositories=REPOS,
-        skip_final_snapshot=skip_final_snapshot, **FAST)
-    standin.delete_cluster(CLUSTER, REGION)
+        session, url, deployment=names.deployment, db_instance=names.db,
+        rds_security_group=names.security_group, db_subnet_group=names.subnet_group,
+        repositories=names.repos, skip_final_snapshot=True, **FAST)
+    standin.delete_cluster(names.cluster, REGION)
     return outcomes
 
 
-def test_full_run_is_idempotent_and_cleanup_leaves_nothing(session, moto, standin, cluster):
+def create_cluster(standin, names: Names, folder) -> None:
+    config = eksctl.cluster_config(
+        cluster=names.cluster, region=REGION, version="1.31", nodegroup="default",
+        instance_type="t3.medium", nodes=2, min_nodes=2, max_nodes=2,
+        deployment=names.deployment)
+    standin.create_cluster(eksctl.write(config, folder / f"{names.cluster}.yaml"),
+                           folder / f"{names.cluster}.kubeconfig")
+
+
+def test_full_run_rerun_half_run_and_cleanup(session, moto, standin, cluster, tmp_path):
     first = provision(session, moto)
     assert [(o.kind, o.action) for o in first] == [
         ("DB subnet group", "created"),
@@ -102,9 +133,24 @@ def test_full_run_is_idempotent_and_cleanup_leaves_nothing(session, moto, standi
 
     inventory = aws.inventory(session, moto, DEPLOYMENT, REGION)
     kinds = {item.kind for item in inventory}
-    assert {"EKS cluster", "VPC", "RDS instance", "DB subnet group", "ECR repository",
-            "IAM role", "security group", "subnet"} <= kinds
+    assert {"EKS cluster", "EKS node group", "VPC", "subnet", "security group", "RDS instance",
+            "DB subnet group", "ECR repository", "IAM role", "CloudFormation stack"} <= kinds
     assert all(item.ours for item in inventory)
+
+    # A second deployment stopped half way (cluster, subnet group, security group) is cleaned
+    # up completely, and cleaning it up leaves the first deployment alone.
+    create_cluster(standin, HALF, tmp_path)
+    provision(session, moto, HALF, stop_after="security group")
+    outcomes = teardown(session, moto, standin, HALF)
+    assert [(o.kind, o.action) for o in outcomes] == [
+        ("RDS instance", "absent"),
+        ("security group", "deleted"),
+        ("DB subnet group", "deleted"),
+        ("ECR repository", "absent"),
+        ("ECR repository", "absent"),
+    ]
+    assert aws.inventory(session, moto, HALF.deployment, REGION) == []
+    assert aws.inventory(session, moto, DEPLOYMENT, REGION) == inventory
 
     outcomes = teardown(session, moto, standin)
     assert [(o.kind, o.action) for o in outcomes] == [
@@ -120,22 +166,12 @@ def test_full_run_is_idempotent_and_cleanup_leaves_nothing(session, moto, standi
     # Cleaning up again finds nothing to do.
     outcomes = teardown(session, moto, standin)
     assert {o.action for o in outcomes} == {"absent"}
+    assert [o.action for o in standin.outcomes] == ["absent"]
 
 
-def test_a_half_created_deployment_is_cleaned_up_completely(session, moto, standin, cluster):
-    provision(session, moto, stop_after="security group")
-    outcomes = teardown(session, moto, standin)
-    assert [(o.kind, o.action) for o in outcomes] == [
-        ("RDS instance", "absent"),
-        ("security group", "deleted"),
-        ("DB subnet group", "deleted"),
-        ("ECR repository", "absent"),
-        ("ECR repository", "absent"),
-    ]
-    assert aws.inventory(session, moto, DEPLOYMENT, REGION) == []
-
-
-def test_look_alikes_are_refused_and_survive_cleanup(session, moto, standin, cluster):
+def test_look_alikes_are_refused_survive_cleanup_and_hold_the_vpc(
+    session, moto, standin, cluster
+):
     network = aws.wait_for_vpc(session, moto, CLUSTER, **FAST)
     ec2 = aws.client(session, "ec2", moto)
     ecr = aws.client(session, "ecr", moto)
@@ -183,9 +219,20 @@ def test_look_alikes_are_refused_and_survive_cleanup(session, moto, standin, clu
         ("ECR repository", "dbos-migrate"),
         ("security group", RDS_SG),
     ]
-    # And the cluster cannot go while they occupy its VPC, as on AWS.
-    with pytest.raises(Exception, match="still holds"):
+
+    # As on AWS, the cluster cannot go while they occupy its VPC; nothing is deleted then.
+    with pytest.raises(TargetError, match="still holds"):
         standin.delete_cluster(CLUSTER, REGION)
+    assert aws.cluster_exists(session, moto, CLUSTER)
+
+    # Once their owner removes them, the cluster and everything eksctl made go.
+    ec2.delete_security_group(GroupId=hand_group)
+    rds.delete_db_subnet_group(DBSubnetGroupName=SUBNET_GROUP)
+    standin.delete_cluster(CLUSTER, REGION)
+    assert aws.find_cluster_vpc(session, moto, CLUSTER) is None
+    live_nat = [n for n in ec2.describe_nat_gateways()["NatGateways"] if n["State"] != "deleted"]
+    assert live_nat == [] and ec2.describe_internet_gateways()["InternetGateways"] == []
+    assert [i for i in aws.inventory(session, moto, DEPLOYMENT, REGION) if i.ours] == []
 
 
 def test_final_snapshot_is_named_after_the_instance_and_tagged(session, moto):

@@ -7,16 +7,16 @@ log, a repr or an exception, even with every logger (botocore's too) at DEBUG.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
+import re
 
 import pytest
 
 from runbook_lib import aws, labels, redact
 from runbook_lib.errors import ParameterError
 
-from .common import DEPLOYMENT
+from .common import DEPLOYMENT, fake_session
 
 GOOD = {
     "identifier": "dbos-app-pg",
@@ -32,51 +32,51 @@ GOOD = {
 
 
 @pytest.fixture
-def requests_sent(session):
-    """Every HTTP request the session's clients send, by operation name."""
+def counted(moto):
+    """A session of its own whose HTTP requests are counted (the list of their URLs)."""
+    session = fake_session()
     sent: list[str] = []
     session.events.register("before-send", lambda request, **_: sent.append(request.url))
-    return sent
+    return session, sent
 
 
-@pytest.mark.parametrize(
-    "field, value",
-    [
-        ("instance_class", "db.t4g.tiny"),
-        ("instance_class", "t4g.micro"),
-        ("instance_class", "db.micro"),
-        ("engine_version", "9.6"),
-        ("engine_version", "16.x"),
-        ("engine_version", "postgres16"),
-        ("allocated_storage", 5),
-        ("identifier", "1-starts-with-digit"),
-        ("master_username", "rdsadmin"),
-        ("security_group", "dbos-app-rds"),
-    ],
-)
-def test_bad_input_is_rejected_before_any_api_call(session, moto, requests_sent, field, value):
-    with pytest.raises(ParameterError) as caught:
-        aws.ensure_db_instance(session, moto, **{**GOOD, field: value})
-    assert len(caught.value.problems) == 1
-    assert requests_sent == []
+BAD_INPUTS = [
+    ("instance_class", "db.t4g.tiny"),
+    ("instance_class", "t4g.micro"),
+    ("instance_class", "db.micro"),
+    ("engine_version", "9.6"),
+    ("engine_version", "16.x"),
+    ("engine_version", "postgres16"),
+    ("allocated_storage", 5),
+    ("identifier", "1-starts-with-digit"),
+    ("master_username", "rdsadmin"),
+    ("security_group", "dbos-app-rds"),
+]
 
 
-def test_a_bad_password_is_rejected_without_being_shown(session, moto, requests_sent):
+def test_bad_input_is_rejected_before_any_api_call(moto, counted):
+    session, requests_sent = counted
+    for field, value in BAD_INPUTS:
+        with pytest.raises(ParameterError) as caught:
+            aws.ensure_db_instance(session, moto, **{**GOOD, field: value})
+        assert len(caught.value.problems) == 1, (field, value)
+        problem = caught.value.problems[0]
+        assert str(value) in problem or field.split("_")[-1] in problem
+
+    # A bad password is rejected without being shown.
     for password in ("short", "has space in it", "quote'd-password", 12345678):
         with pytest.raises(ParameterError) as caught:
             aws.ensure_db_instance(session, moto, **{**GOOD, "master_password": password})
         assert str(password) not in str(caught.value)
-    assert requests_sent == []
 
-
-def test_subnet_group_needs_two_subnets_before_any_call(session, moto, requests_sent):
     with pytest.raises(ParameterError):
         aws.ensure_db_subnet_group(session, moto, name="dbos-app-db", subnet_ids=["subnet-1"],
                                    deployment=DEPLOYMENT)
     assert requests_sent == []
 
 
-def test_an_intended_endpoint_never_falls_back_to_aws(session):
+def test_an_intended_endpoint_never_falls_back_to_aws():
+    session = aws.session("us-west-2")
     for endpoint in ("", "moto", "127.0.0.1:5000"):
         with pytest.raises(ParameterError, match="refusing to fall back"):
             aws.client(session, "ec2", endpoint)
@@ -95,8 +95,7 @@ def test_registry_login_never_shows_the_password(session, moto, caplog):
 
     assert login.registry.endswith(".dkr.ecr.us-west-2.amazonaws.com")
     assert login.username == "AWS" and login.password == password
-    registry, username, secret = login  # a plain tuple for callers
-    assert secret == password
+    assert tuple(login)[2] == password  # still a plain tuple for callers
     for shown in (repr(login), str(login), f"{login}", caplog.text):
         assert password not in shown and token not in shown
     assert "password=***" in repr(login)
@@ -142,12 +141,20 @@ def test_repository_settings_digest_and_identity(session, moto):
     assert aws.ensure_repository(session, moto, name="dbos-app",
                                  deployment=DEPLOYMENT).action == "found"
 
-    # The digest of a pushed tag (pushing again keeps it: tags are mutable).
-    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "1" * 64},
-                           "layers": []})
-    ecr.put_image(repositoryName="dbos-app", imageManifest=manifest, imageTag="v1")
+    # The digest a tag points to (moto's value is not the manifest's hash, as ECR's would be).
+    media_type = "application/vnd.docker.distribution.manifest.v2+json"
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "size": 2, "digest": "sha256:" + "1" * 64},
+        "layers": [],
+    })
+    ecr.put_image(repositoryName="dbos-app", imageManifest=manifest, imageTag="v1",
+                  imageManifestMediaType=media_type)
     digest = aws.image_digest(session, moto, repository="dbos-app", tag="v1")
-    assert digest == "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+    (image,) = ecr.describe_images(repositoryName="dbos-app")["imageDetails"]
+    assert digest == image["imageDigest"] and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     assert aws.image_digest(session, moto, repository="dbos-app", tag="nope") is None
     assert aws.image_digest(session, moto, repository="missing", tag="v1") is None
 

@@ -106,9 +106,9 @@ def kubectl(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Callabl
     def run(*args: str, input_text: str | None = None, check: bool = True,
             timeout: float = 30) -> subprocess.CompletedProcess[str]:
         command = [binary, "--kubeconfig", target.kubeconfig, "--cache-dir", str(cache), *args]
-        result = subprocess.run(command, input=input_text, capture_output=True, text=True,
-                                timeout=timeout, env={**os.environ, "KUBECONFIG":
-                                                      target.kubeconfig})
+        result = subprocess.run(command, check=False, input=input_text, capture_output=True,
+                                text=True, timeout=timeout,
+                                env={**os.environ, "KUBECONFIG": target.kubeconfig})
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")

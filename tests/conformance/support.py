@@ -17,6 +17,7 @@ from kubernetes import client
 
 from runbook_lib.sandbox.kubeapi import KubeAPIServer, ServerThread
 
+
 @dataclass
 class Target:
     """The cluster under test."""
@@ -141,3 +142,10 @@ def wait_served(target: Target, group_version_path: str, plural: str) -> None:
                                      for r in json.loads(data).get("resources", []))
 
     eventually(served, timeout=20)
+
+
+def plain(obj: Any) -> dict[str, Any]:
+    """A client model or dict as the plain JSON dict the server sent."""
+    if isinstance(obj, dict):
+        return obj
+    return client.ApiClient().sanitize_for_serialization(obj)

@@ -158,8 +158,8 @@ def test_missing_namespace_is_404(core: client.CoreV1Api) -> None:
 
 
 @pytest.mark.parametrize("name, rule", [
-    ("Bad_Name", "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                 "characters, '-' or '.'"),
+    ("Bad_Name", ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                 "characters, '-' or '.'")),
     ("-leading", "a lowercase RFC 1123 subdomain"),
 ])
 def test_invalid_configmap_names(core: client.CoreV1Api, ns: str, name: str, rule: str) -> None:

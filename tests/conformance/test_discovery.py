@@ -96,5 +96,5 @@ def test_group_resources(target: Target) -> None:
 def test_unknown_paths_are_404(target: Target) -> None:
     for path in ["/apis/nonexistent.example.com/v1", "/api/v1/nonexistents",
                  "/apis/apps/v1/namespaces/default/nonexistents"]:
-        status, _, data = raw_request(target, "GET", path)
+        status, _, _data = raw_request(target, "GET", path)
         assert status == 404, path

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes import client
 
-from .support import eventually, status_of, unique
+from .support import Target, eventually, plain, raw_request, status_of, unique
 
 HOLD = "conformance.example.com/hold"
 
@@ -58,9 +60,10 @@ def test_gc_orphan(core: client.CoreV1Api, ns: str) -> None:
     owner, dependent = owned_pair(core, ns)
     core.delete_namespaced_config_map(owner, ns, propagation_policy="Orphan")
     eventually(lambda: not exists(core.read_namespaced_config_map, owner, ns))
-    left = eventually(lambda: (lambda d: d if not d.metadata.owner_references else None)(
-        core.read_namespaced_config_map(dependent, ns)))
-    assert left.metadata.name == dependent
+    def orphaned() -> bool:
+        return not core.read_namespaced_config_map(dependent, ns).metadata.owner_references
+
+    eventually(orphaned)
 
 
 def test_gc_foreground(core: client.CoreV1Api, ns: str) -> None:
@@ -86,9 +89,11 @@ def test_gc_keeps_dependents_with_another_owner(core: client.CoreV1Api, ns: str)
     core.create_namespaced_config_map(ns, {"metadata": {"name": "shared",
                                                         "ownerReferences": refs}})
     core.delete_namespaced_config_map("first", ns)
-    left = eventually(lambda: (lambda d: d if len(d.metadata.owner_references or []) == 1
-                               else None)(core.read_namespaced_config_map("shared", ns)))
-    assert left.metadata.owner_references[0].name == "second"
+    def owners() -> list[str]:
+        refs = core.read_namespaced_config_map("shared", ns).metadata.owner_references or []
+        return [r.name for r in refs]
+
+    eventually(lambda: owners() == ["second"])
 
 
 def test_gc_deployment_cascade(apps: client.AppsV1Api, ns: str) -> None:
@@ -116,7 +121,7 @@ def scheduled_pod(name: str, grace: int | None = None) -> dict:
 
 def test_graceful_pod_deletion(core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_pod(ns, scheduled_pod("graceful", grace=45))
-    deleted = core.delete_namespaced_pod("graceful", ns)
+    deleted = plain(core.delete_namespaced_pod("graceful", ns))
     assert deleted["metadata"]["deletionTimestamp"]
     assert deleted["metadata"]["deletionGracePeriodSeconds"] == 45
     # The pod stays until its kubelet (or a forced delete) finishes it.
@@ -129,7 +134,7 @@ def test_graceful_pod_deletion(core: client.CoreV1Api, ns: str) -> None:
 
 def test_grace_period_from_delete_options(core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_pod(ns, scheduled_pod("shorter"))
-    deleted = core.delete_namespaced_pod("shorter", ns, grace_period_seconds=5)
+    deleted = plain(core.delete_namespaced_pod("shorter", ns, grace_period_seconds=5))
     assert deleted["metadata"]["deletionGracePeriodSeconds"] == 5
     core.delete_namespaced_pod("shorter", ns, grace_period_seconds=0)
     eventually(lambda: not exists(core.read_namespaced_pod, "shorter", ns))
@@ -160,7 +165,7 @@ def test_namespace_deletion(core: client.CoreV1Api) -> None:
     assert core.read_namespace(name).status.phase == "Active"
     core.create_namespaced_config_map(name, {"metadata": {"name": "inside"}})
     core.create_namespaced_secret(name, {"metadata": {"name": "inside"}})
-    gone = core.delete_namespace(name)
+    gone = plain(core.delete_namespace(name))
     assert gone["status"]["phase"] == "Terminating"
     assert gone["metadata"]["deletionTimestamp"]
 
@@ -174,3 +179,46 @@ def test_namespace_deletion(core: client.CoreV1Api) -> None:
     eventually(lambda: not exists(core.read_namespace, name), timeout=40, interval=0.2)
     assert core.list_namespaced_config_map(name).items == []
     assert core.list_namespaced_secret(name).items == []
+
+
+def test_job_delete_orphans_pods_by_default(core: client.CoreV1Api, batch: client.BatchV1Api,
+                                            ns: str) -> None:
+    job = batch.create_namespaced_job(ns, {"metadata": {"name": "job"}, "spec": {
+        "suspend": True, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": "busybox:1.36"}]}}}})
+    assert job.spec.selector.match_labels["batch.kubernetes.io/controller-uid"] == \
+        job.metadata.uid
+    core.create_namespaced_pod(ns, {"metadata": {"name": "job-pod", "ownerReferences": [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": "job", "uid": job.metadata.uid}]},
+        "spec": {"schedulerName": "conformance-no-scheduler",
+                 "containers": [{"name": "c", "image": "busybox:1.36"}]}})
+    # batch/v1 Jobs orphan their pods unless told otherwise.
+    batch.delete_namespaced_job("job", ns)
+    eventually(lambda: not exists(batch.read_namespaced_job, "job", ns))
+    eventually(lambda: not core.read_namespaced_pod("job-pod", ns).metadata.owner_references)
+
+
+def test_job_restart_policy_must_not_be_always(batch: client.BatchV1Api, ns: str) -> None:
+    with pytest.raises(client.ApiException) as caught:
+        batch.create_namespaced_job(ns, {"metadata": {"name": "always"}, "spec": {
+            "template": {"spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}})
+    assert caught.value.status == 422
+    assert "spec.template.spec.restartPolicy" in status_of(caught.value)["message"]
+
+
+def test_pod_binding(core: client.CoreV1Api, target: Target, ns: str) -> None:
+    core.create_namespaced_pod(ns, {"metadata": {"name": "unbound"}, "spec": {
+        "schedulerName": "conformance-no-scheduler",
+        "containers": [{"name": "c", "image": "busybox:1.36"}]}})
+    body = json.dumps({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "unbound"},
+                       "target": {"apiVersion": "v1", "kind": "Node",
+                                  "name": "conformance-ghost-node"}}).encode()
+    status, _, _ = raw_request(target, "POST", f"/api/v1/namespaces/{ns}/pods/unbound/binding",
+                               body)
+    assert status == 201
+    assert core.read_namespaced_pod("unbound", ns).spec.node_name == "conformance-ghost-node"
+    status, _, _ = raw_request(target, "POST", f"/api/v1/namespaces/{ns}/pods/unbound/binding",
+                               body)
+    assert status == 409
+    core.delete_namespaced_pod("unbound", ns, grace_period_seconds=0)

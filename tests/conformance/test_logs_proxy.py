@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes import client
 
-from .support import Target, status_of
+from .support import Target, raw_request, status_of
 
 
 def two_container_pod(name: str) -> dict:
@@ -93,13 +93,21 @@ def test_pod_log_missing_pod(core: client.CoreV1Api, ns: str) -> None:
     assert caught.value.status == 404
 
 
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
 class _Echo(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode() if length else ""
-        payload = json.dumps({"method": self.command, "path": self.path, "body": body}).encode()
+        if self.path.endswith(".pem"):
+            payload, kind = PEM.encode(), "text/plain"
+        else:
+            payload = json.dumps({"method": self.command, "path": self.path,
+                                  "body": body}).encode()
+            kind = "application/json"
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -139,14 +147,14 @@ def test_service_proxy(target: Target, core: client.CoreV1Api, ns: str,
     try:
         answer = core.connect_get_namespaced_service_proxy_with_path(
             "web:http", ns, "v1/cert.pem")
-        assert json.loads(answer)["path"] == "/v1/cert.pem"
-        answer = core.connect_get_namespaced_service_proxy_with_path("http:web:8080", ns, "x/y")
-        assert json.loads(answer)["path"] == "/x/y"
-        answer = core.connect_post_namespaced_service_proxy_with_path("web", ns, "submit")
-        assert json.loads(answer)["method"] == "POST"
-        assert ("%s" % ns, "web", "http") in asked and (ns, "web", "8080") in asked
-
-        from .support import raw_request
+        assert answer == PEM
+        answer = core.connect_get_namespaced_service_proxy_with_path(
+            "http:web:8080", ns, "x/y", _preload_content=False)
+        assert json.loads(answer.data)["path"] == "/x/y"
+        answer = core.connect_post_namespaced_service_proxy_with_path(
+            "web", ns, "submit", _preload_content=False)
+        assert json.loads(answer.data)["method"] == "POST"
+        assert (ns, "web", "http") in asked and (ns, "web", "8080") in asked
 
         status, _, data = raw_request(
             target, "GET", f"/api/v1/namespaces/{ns}/services/web:http/proxy/q?a=1&b=2")

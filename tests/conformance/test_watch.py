@@ -189,3 +189,49 @@ def test_watch_too_old_is_410(target: Target, core: client.CoreV1Api, ns: str) -
         assert caught.value.status == 410
     finally:
         target.on_server(lambda: setattr(cluster, "history_limit", 4000))
+
+
+def test_watch_across_namespaces(core: client.CoreV1Api, ns: str) -> None:
+    marker = unique("mark")
+
+    def changes() -> None:
+        time.sleep(0.3)
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "everywhere",
+                                                            "labels": {"marker": marker}}})
+
+    worker = threading.Thread(target=changes)
+    worker.start()
+    seen = []
+    watcher = watch.Watch()
+    for event in watcher.stream(core.list_config_map_for_all_namespaces,
+                                label_selector=f"marker={marker}", timeout_seconds=5):
+        seen.append((event["type"], event["object"].metadata.namespace))
+        watcher.stop()
+    worker.join()
+    assert seen == [("ADDED", ns)]
+
+
+def test_watch_ends_when_server_stops(target: Target) -> None:
+    if not target.local:
+        pytest.skip("stops a sandbox server")
+    from runbook_lib.sandbox.kubeapi import ServerThread
+
+    own = ServerThread()
+    own.start()
+    try:
+        import urllib3
+
+        response = urllib3.PoolManager().request(
+            "GET", own.url + "/api/v1/configmaps?watch=true&timeoutSeconds=60",
+            preload_content=False, timeout=urllib3.Timeout(connect=5, read=10))
+        first = response.readline()
+        assert json.loads(first)["type"] == "ADDED"
+        started = time.monotonic()
+        stopper = threading.Thread(target=own.stop)
+        stopper.start()
+        rest = response.read()
+        stopper.join()
+        assert time.monotonic() - started < 5
+        assert all(json.loads(line)["type"] == "ADDED" for line in rest.splitlines() if line)
+    finally:
+        own.stop()

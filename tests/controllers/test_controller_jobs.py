@@ -1,9 +1,12 @@
 """Jobs in the sandbox: completion with readable logs, the backoff limit under both restart
-policies, and the active deadline."""
+policies, the active deadline, and deletion after ttlSecondsAfterFinished."""
 
 from __future__ import annotations
 
+import pytest
 from controller_harness import condition, job, pods_of, wait_for
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def finished(sandbox, namespace, name, kind):

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import kubernetes
+import pytest
 from controller_harness import (
     HTTP_SERVER,
     SLOW_TO_STOP,
@@ -21,6 +22,8 @@ from controller_harness import (
     wait_for,
     web_container,
 )
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def read_pod(sandbox, namespace, name):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
 from controller_harness import deployment, deployment_ready, pods_of, wait_for, web_container
 
 from runbook_lib.sandbox.controllers import PORTS_ANNOTATION
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def test_endpoints_proxy_and_cluster_names(sandbox, namespace):

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from controller_harness import (
     SLOW_TO_STOP,
     Sandbox,
@@ -22,6 +23,8 @@ from controller_harness import (
 )
 
 from runbook_lib.sandbox.controllers import process as pod_processes
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def test_stop_leaves_no_process_behind(tmp_path):

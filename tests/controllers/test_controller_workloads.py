@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from controller_harness import (
     condition,
     deployment,
@@ -18,6 +19,8 @@ from controller_harness import (
 
 from runbook_lib.sandbox.controllers import NODE_NAME, PORTS_ANNOTATION
 from runbook_lib.sandbox.controllers.deployment import template_hash
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def test_deployment_is_ready_fast_and_rollout_status_succeeds(sandbox, namespace):

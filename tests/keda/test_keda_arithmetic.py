@@ -13,8 +13,10 @@ from runbook_lib.sandbox.addons.keda import (
     Behavior,
     History,
     Proposal,
+    ScaledObjectLoop,
     ScalingPolicy,
     SpecError,
+    TriggerState,
     behavior_from_spec,
     cluster_url,
     decide,
@@ -354,7 +356,8 @@ def test_quantities():
 @pytest.mark.parametrize("url, where", [
     ("http://dbos-app.dbos.svc.cluster.local:8080/metrics/taskQueue?x=1",
      "/api/v1/namespaces/dbos/services/dbos-app:8080/proxy/metrics/taskQueue?x=1"),
-    ("http://dbos-app.dbos.svc/metrics", "/api/v1/namespaces/dbos/services/dbos-app:80/proxy/metrics"),
+    ("http://dbos-app.dbos.svc/metrics",
+     "/api/v1/namespaces/dbos/services/dbos-app:80/proxy/metrics"),
     ("https://q.ns:8443/m", "/api/v1/namespaces/ns/services/https:q:8443/proxy/m"),
     ("http://127.0.0.1:9000/metrics", None),
     ("http://localhost:9000/metrics", None),
@@ -363,3 +366,21 @@ def test_quantities():
 def test_cluster_urls_go_through_the_service_proxy(url, where):
     target = cluster_url(url)
     assert (target.proxy_path() if target else None) == where
+
+
+def test_fallback_stands_in_for_a_failing_trigger_after_the_threshold():
+    obj = scaled_object(fallback={"failureThreshold": 2, "replicas": 6})
+    so = parse_scaled_object(obj)
+    loop = ScaledObjectLoop(None, obj)
+    name = so.triggers[0].metric_name
+    loop.triggers[name] = TriggerState(failures=2)
+    assert loop.hpa_metric_values(so, {name: None}) == {name: None}
+    assert not loop.fallback_active(so)
+    loop.triggers[name] = TriggerState(failures=3)
+    answered = loop.hpa_metric_values(so, {name: None})
+    assert answered == {name: 12.0}  # fallback replicas × target: the HPA then asks for 6
+    assert external_metric_replicas(answered[name], 2, current=2) == 6
+    assert loop.fallback_active(so)
+    with pytest.raises(SpecError, match="AverageValue"):
+        obj["spec"]["triggers"][0]["metricType"] = "Value"
+        parse_scaled_object(obj)

@@ -173,7 +173,8 @@ def test_operator_follows_the_queue(cluster, queue_endpoint, operator_factory):
     # Started before the CRD exists: the operator must wait for it, and start fast.
     operator = operator_factory(kubeconfig)
     startup_s = operator.wait_healthy()
-    assert startup_s < 5, f"startup took {startup_s:.1f} s"
+    # About 1 s on an idle machine; the bound leaves room for a busy two-core one.
+    assert startup_s < 10, f"startup took {startup_s:.1f} s"
     register_crd(client)
 
     so_path = SO_PATH.format(ns=NAMESPACE)
@@ -226,7 +227,6 @@ def test_operator_follows_the_queue(cluster, queue_endpoint, operator_factory):
                timeout_s=10)
     scale_up_s = time.monotonic() - burst
     assert scale_up_s <= 2 * POLLING_S + 0.5, f"scale-up took {scale_up_s:.2f} s"
-    so = get(client, f"{so_path}/dbos-app-scaledobject")
     wait_until("Active", lambda: condition(
         get(client, f"{so_path}/dbos-app-scaledobject"), "Active").get("status") == "True")
 
@@ -242,9 +242,7 @@ def test_operator_follows_the_queue(cluster, queue_endpoint, operator_factory):
     # Drained: the scale-down waits for the stabilization window, then goes to min.
     drained = time.monotonic()
     queue_endpoint.queue_length = 0
-    seen_before = set()
     while replicas(client, NAMESPACE, "dbos-app") == 5:
-        seen_before.add(5)
         assert time.monotonic() - drained < WINDOW_S + 5, "no scale-down after the window"
         time.sleep(0.05)
     scale_down_s = time.monotonic() - drained
@@ -256,6 +254,8 @@ def test_operator_follows_the_queue(cluster, queue_endpoint, operator_factory):
     assert hpa["status"]["currentReplicas"] in (1, 5)
     assert hpa["status"].get("lastScaleTime")
     assert condition(hpa, "ScalingActive")["reason"] == "ValidMetricFound"
+    wait_until("three rescale events",
+               lambda: len(rescale_events(client, NAMESPACE, hpa_name)) >= 3, timeout_s=3)
     messages = [e["message"] for e in rescale_events(client, NAMESPACE, hpa_name)]
     label = ("external metric s0-metric-api-queue_length(&LabelSelector{MatchLabels:"
              "map[string]string{scaledobject.keda.sh/name: dbos-app-scaledobject,},"
@@ -326,5 +326,58 @@ def test_cluster_url_through_the_service_proxy(cluster, queue_endpoint, operator
         get(client, f"{so_path}/dbos-app-scaledobject"), "Ready", "True"))
     assert so["status"]["health"]["s0-metric-api-queue_length"] == {
         "numberOfFailures": 0, "status": "Happy"}
+
+    # A ScaledObject whose target does not exist is not Ready, and says why.
+    orphan = scaled_object("demo", "http://queue.demo.svc:8080/m", min_r=1, max_r=3,
+                           window_s=None)
+    orphan["metadata"]["name"] = "orphan"
+    orphan["spec"]["scaleTargetRef"] = {"name": "missing"}
+    ok(client.post(so_path, json=orphan))
+    so = wait_until("orphan not Ready", lambda: with_condition(
+        get(client, f"{so_path}/orphan"), "Ready", "False"))
+    assert condition(so, "Ready")["reason"] == "ScaledObjectCheckFailed"
+    assert 'deployments.apps "missing" not found' in condition(so, "Ready")["message"]
+
+    assert operator.terminate() == 0
+
+
+def test_scale_to_zero_and_back(cluster, queue_endpoint, operator_factory):
+    client, kubeconfig = cluster
+    create_namespace(client, NAMESPACE)
+    create_deployment(client, NAMESPACE, "dbos-app", replicas=2)
+    register_crd(client)
+    operator = operator_factory(kubeconfig)
+    operator.wait_healthy()
+
+    # minReplicaCount 0 and never active: KEDA takes the target to zero at once.
+    so_path = SO_PATH.format(ns=NAMESPACE)
+    so = scaled_object(NAMESPACE, f"{queue_endpoint.url}/q", min_r=0, max_r=4, window_s=0)
+    so["spec"]["cooldownPeriod"] = 2
+    ok(client.post(so_path, json=so))
+    wait_until("0 replicas", lambda: replicas(client, NAMESPACE, "dbos-app") == 0)
+    hpa_path = f"{HPA_PATH.format(ns=NAMESPACE)}/keda-hpa-dbos-app-scaledobject"
+    hpa = wait_until("ScalingDisabled", lambda: (get(client, hpa_path) or {}) if condition(
+        get(client, hpa_path), "ScalingActive").get("reason") == "ScalingDisabled" else None)
+    assert hpa["spec"]["minReplicas"] == 1
+
+    # Work arrives: KEDA activates 0 → 1, then the HPA takes it to ceil(5 / 2) = 3.
+    queue_endpoint.queue_length = 5
+    wait_until("3 replicas", lambda: replicas(client, NAMESPACE, "dbos-app") == 3)
+    events = ok(client.get(f"/api/v1/namespaces/{NAMESPACE}/events"), 200)["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "ScaledObject"}
+    assert {"KEDAScaleTargetActivated", "KEDAScaleTargetDeactivated"} <= reasons
+
+    # Drained: the HPA goes to its minimum of 1 at once (window 0), KEDA to 0 once the
+    # cooldown of 2 s since the last active read has passed.
+    drained = time.monotonic()
+    queue_endpoint.queue_length = 0
+    wait_until("1 replica", lambda: replicas(client, NAMESPACE, "dbos-app") == 1)
+    wait_until("0 replicas again", lambda: replicas(client, NAMESPACE, "dbos-app") == 0)
+    assert time.monotonic() - drained >= 2 - POLLING_S
+    def keda_steps():
+        return [(line["current"], line["desired"]) for line in operator.lines if line.get("keda")]
+
+    wait_until("the log line", lambda: len(keda_steps()) >= 3, timeout_s=3)
+    assert keda_steps() == [(2, 0), (0, 1), (1, 0)]
 
     assert operator.terminate() == 0

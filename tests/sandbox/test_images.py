@@ -233,3 +233,13 @@ def test_bin_path_order():
     assert parts[1] == str(postgres_bin_dir())
     assert (Path(parts[1]) / "psql").exists()
     assert parts[-2:] == ["/usr/bin", "/bin"]
+
+
+def test_workdir_follows_a_directory_copy(tmp_path):
+    """``COPY migrate/ /migrate/`` then ``WORKDIR /migrate`` runs in <context>/migrate."""
+    from runbook_lib.sandbox.images import parse_dockerfile
+
+    (tmp_path / "migrate").mkdir()
+    (tmp_path / "migrate" / "dbos-config.yaml").write_text("x: 1\n")
+    text = "FROM python:3.11-slim\nCOPY migrate/ /migrate/\nWORKDIR /migrate\nENTRYPOINT [\"dbos\"]\n"
+    assert parse_dockerfile(text, tmp_path).workdir == tmp_path / "migrate"

@@ -480,7 +480,6 @@ def _rescaled(conditions: dict[str, Condition], desired: int) -> None:
 # The KEDA side: ScaledObjects, metrics-api triggers, the HPA object
 # ---------------------------------------------------------------------------------------------
 
-KEDA_GROUP = "keda.sh"
 SCALED_OBJECTS = "/apis/keda.sh/v1alpha1/scaledobjects"
 LABEL_SCALED_OBJECT = "scaledobject.keda.sh/name"
 DEFAULT_POLLING_S = 30
@@ -501,7 +500,6 @@ class SpecError(Exception):
 class Trigger:
     """One metrics-api trigger, read from the ScaledObject."""
 
-    index: int
     metric_name: str  # the External metric name KEDA gives it, e.g. "s0-metric-api-queue_length"
     url: str
     value_location: str
@@ -653,7 +651,6 @@ def _parse_trigger(index: int, trigger: dict) -> Trigger:
         raise SpecError("targetValue must be greater than 0")
     location = metadata["valueLocation"]
     return Trigger(
-        index=index,
         metric_name=f"s{index}-" + normalize_metric_name(f"metric-api-{location}"),
         url=metadata["url"],
         value_location=location,
@@ -930,7 +927,7 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
-        super().__init__(f"{status} {reason}: {message}".strip())
+        super().__init__(f"{status} {reason}: {message}" if reason else message)
 
 
 class KubeClient:
@@ -1313,6 +1310,7 @@ class ScaledObjectLoop:
 
         # The HPA controller's sync.
         metric_values = self.hpa_metric_values(so, values)
+        behavior = behavior_from_spec(so.behavior, self.op.downscale_window_s)
         decision = decide(
             self.history,
             now,
@@ -1320,10 +1318,10 @@ class ScaledObjectLoop:
             proposals=self.proposals(so, metric_values, current),
             min_replicas=so.hpa_min_replicas,
             max_replicas=so.max_replicas,
-            behavior=behavior_from_spec(so.behavior, self.op.downscale_window_s),
+            behavior=behavior,
             downscale_window_s=self.op.downscale_window_s,
         )
-        await self.apply(so, decision, scale_path, metric_values, status_replicas, now)
+        await self.apply(so, decision, behavior, scale_path, metric_values, status_replicas, now)
 
         await self.write_status(so, resource, values, active, now)
         return period
@@ -1517,6 +1515,7 @@ class ScaledObjectLoop:
         self,
         so: ScaledObjectSpec,
         decision: Decision,
+        behavior: Behavior | None,
         scale_path: str,
         values: dict[str, float | None],
         status_replicas: int,
@@ -1544,13 +1543,7 @@ class ScaledObjectLoop:
                     "Warning",
                 )
         if rescaled:
-            record_scale_event(
-                self.history,
-                behavior_from_spec(so.behavior, self.op.downscale_window_s),
-                now,
-                decision.current,
-                decision.desired,
-            )
+            record_scale_event(self.history, behavior, now, decision.current, decision.desired)
             message = f"New size: {decision.desired}; reason: {decision.reason}"
             log.info("HPA %s/%s: %s", so.namespace, so.hpa_name, message)
             await self.op.recorder.event(
@@ -1587,9 +1580,7 @@ class ScaledObjectLoop:
                 "current": decision.current,
                 "recommendation": decision.recommendation,
                 "stabilized": decision.stabilized,
-                "desired": decision.desired
-                if (rescaled or not decision.rescale)
-                else decision.current,
+                "desired": decision.desired if rescaled else decision.current,
                 "rescaled": rescaled,
                 "reason": decision.reason,
                 **self.trigger_trouble(chosen),
@@ -1789,6 +1780,7 @@ class Operator:
         self.discovery = Discovery(kube)
         self.loops: dict[tuple[str, str], tuple[ScaledObjectLoop, asyncio.Task]] = {}
         self.watch_timeout_s = 60
+        self._removals: set[asyncio.Task] = set()
 
     def emit(self, record: dict) -> None:
         """One decision as a JSON line on stdout: the pod log the runbook reads."""
@@ -1803,11 +1795,12 @@ class Operator:
                 try:
                     listing = await self.kube.request("GET", SCALED_OBJECTS)
                 except ApiError as exc:
-                    if exc.status != 404:
-                        raise
-                    if not waiting_logged:
+                    if exc.status == 404 and not waiting_logged:
                         log.info("the ScaledObject CRD is not installed yet; waiting for it")
                         waiting_logged = True
+                    elif exc.status != 404 and not unreachable_logged:
+                        log.warning("cannot list ScaledObjects: %s", exc)
+                        unreachable_logged = True
                     await asyncio.sleep(1.0)
                     continue
                 except (TimeoutError, OSError) as exc:
@@ -1852,13 +1845,13 @@ class Operator:
         for key in list(self.loops):
             if key not in keys:
                 loop, _ = self.loops[key]
-                asyncio.ensure_future(self.remove(loop.obj))
+                self.schedule_removal(loop.obj)
 
     def upsert(self, obj: dict) -> None:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", "default"), meta.get("name", ""))
         if meta.get("deletionTimestamp"):
-            asyncio.ensure_future(self.remove(obj))
+            self.schedule_removal(obj)
             return
         existing = self.loops.get(key)
         if existing is not None:
@@ -1870,6 +1863,12 @@ class Operator:
         log.info("watching ScaledObject %s/%s", *key)
         loop = ScaledObjectLoop(self, obj)
         self.loops[key] = (loop, asyncio.create_task(loop.run()))
+
+    def schedule_removal(self, obj: dict) -> None:
+        """Run :meth:`remove` in the background, keeping the task referenced until it ends."""
+        task = asyncio.create_task(self.remove(obj))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
 
     async def remove(self, obj: dict) -> None:
         """The ScaledObject is gone: stop its loop, restore the target if asked, and make sure
@@ -1966,7 +1965,8 @@ async def amain(kubeconfig: str, port: int, sync_period_s: float, downscale_wind
     done, _ = await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
 
     work.cancel()
-    await asyncio.gather(work, return_exceptions=True)
+    stopped.cancel()
+    await asyncio.gather(work, stopped, return_exceptions=True)
     health.close()
     await health.wait_closed()
     await kube.close()

@@ -22,7 +22,13 @@ import json
 import logging
 import time
 
-from runbook_lib.sandbox.controllers.client import PODS, REPLICASETS, ApiClient, ApiError
+from runbook_lib.sandbox.controllers.client import (
+    DEPLOYMENTS,
+    PODS,
+    REPLICASETS,
+    ApiClient,
+    ApiError,
+)
 from runbook_lib.sandbox.controllers.events import EventRecorder
 from runbook_lib.sandbox.controllers.informer import Informer, WorkQueue
 from runbook_lib.sandbox.controllers.util import (
@@ -482,8 +488,6 @@ class DeploymentController:
     # -- status ---------------------------------------------------------------------------------
 
     def _path(self, d: dict, sub: str | None = None) -> str:
-        from runbook_lib.sandbox.controllers.client import DEPLOYMENTS
-
         namespace, name = key_of(d)
         return DEPLOYMENTS.path(namespace, name, sub)
 

@@ -706,8 +706,8 @@ class PodWorker:
             ready = cond("Ready", not unready, "ContainersNotReady", text)
             containers_ready = cond("ContainersReady", not unready, "ContainersNotReady", text)
         conditions = [
-            cond("PodReadyToStartContainers", self.network_ready and not
-                 (finished and self.done.is_set() and self.stopping.is_set())),
+            # The pod's "sandbox" (its ports) exists from network setup until it is stopped.
+            cond("PodReadyToStartContainers", self.network_ready and not self.stopping.is_set()),
             cond("Initialized", self.initialized, "ContainersNotInitialized",
                  f"containers with incomplete status: [{' '.join(pending_init)}]"),
             ready, containers_ready, cond("PodScheduled", True),

@@ -54,10 +54,14 @@ def release_port(port: int) -> None:
     _given_ports.discard(port)
 
 
+# Loaded once here: the child must not load libraries between fork and exec (a threaded
+# parent may hold the loader's lock at the moment of the fork).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 async def spawn(argv: list[str], cwd: Path, env: dict[str, str],

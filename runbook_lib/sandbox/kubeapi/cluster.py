@@ -16,18 +16,17 @@ history hold references to them.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import random
 import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import defaults, managed_fields, schema, validation
-from .patching import json_patch, merge_patch, strategic_merge
+from . import defaults, fieldcheck, managed_fields, schema, validation
+from .patching import clone, json_patch, merge_patch, strategic_merge
 from .resources import Registry, ResourceType
 from .selectors import FieldRequirement, Requirement, fields_match, labels_match
 from .status import (
@@ -57,7 +56,7 @@ Obj = dict[str, Any]
 
 
 def now_rfc3339(offset_s: float = 0) -> str:
-    moment = datetime.now(timezone.utc) + timedelta(seconds=offset_s)
+    moment = datetime.now(UTC) + timedelta(seconds=offset_s)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -125,6 +124,12 @@ class Cluster:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Watch events kept per resource for resuming; older versions answer 410 Gone.
         self.history_limit = HISTORY_PER_RESOURCE
+        # Warnings of the current request (unknown fields under fieldValidation=Warn); the
+        # HTTP layer empties the list before each request and sends what it holds.
+        self.warnings: list[str] = []
+        # The JSON text of stored objects, made once per version of an object: lists, gets
+        # and watch events of unchanged objects reuse it.
+        self._json: dict[tuple[tuple[str, str], str, str], tuple[Obj, str]] = {}
         self._bootstrap()
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -203,6 +208,18 @@ class Cluster:
                     continue
                 out.append(obj)
         return out
+
+    def encoded(self, rt: ResourceType, obj: Obj) -> str:
+        """``obj`` as compact JSON, cached while it is the stored version."""
+        meta = obj["metadata"]
+        where = (rt.key, meta.get("namespace", "") if rt.namespaced else "", meta["name"])
+        hit = self._json.get(where)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        text = json.dumps(obj, separators=(",", ":"))
+        if self.find(rt, where[1] or None, where[2]) is obj:
+            self._json[where] = (obj, text)
+        return text
 
     def by_uid(self, uid: str) -> Obj | None:
         where = self._by_uid.get(uid)
@@ -286,6 +303,7 @@ class Cluster:
         namespace = meta.get("namespace", "") if rt.namespaced else ""
         space = self._objects.get(rt.key, {}).get(namespace, {})
         space.pop(meta["name"], None)
+        self._json.pop((rt.key, namespace, meta["name"]), None)
         if not space:
             self._objects.get(rt.key, {}).pop(namespace, None)
         uid = meta["uid"]
@@ -354,6 +372,23 @@ class Cluster:
         else:
             meta.pop("namespace", None)
 
+    def _drop_unknown(self, rt: ResourceType, obj: Obj, field_validation: str | None,
+                      version: str | None) -> None:
+        """Unknown fields: refused under Strict, else dropped (with a warning under Warn).
+        ``None`` is for the server's own writes, which need no check."""
+        if field_validation is None:
+            return
+        found = fieldcheck.unknown_fields(rt, obj, prune=field_validation != "Strict")
+        if not found:
+            return
+        if field_validation == "Strict":
+            raise bad_request(
+                f'{rt.kind} in version "{version or rt.storage_version}" cannot be handled as a '
+                f"{rt.kind}: strict decoding error: "
+                + ", ".join(f'unknown field "{path}"' for path in found))
+        if field_validation == "Warn":
+            self.warnings += [f'unknown field "{path}"' for path in found]
+
     def _require_namespace(self, rt: ResourceType, namespace: str | None, name: str) -> None:
         if not rt.namespaced:
             return
@@ -386,7 +421,7 @@ class Cluster:
             old_spec, spec = old.get("spec") or {}, obj.get("spec") or {}
             for fld in ("clusterIP", "clusterIPs"):
                 if old_spec.get(fld) and not spec.get(fld):
-                    spec[fld] = copy.deepcopy(old_spec[fld])
+                    spec[fld] = clone(old_spec[fld])
 
     def _bump_generation(self, rt: ResourceType, old: Obj, new: Obj) -> None:
         if not rt.generation:
@@ -403,10 +438,11 @@ class Cluster:
     # -- create ----------------------------------------------------------------------------------
 
     def create(self, rt: ResourceType, namespace: str | None, body: Any, *, manager: str,
-               dry_run: bool = False, version: str | None = None,
-               managed: bool = True) -> Obj:
+               dry_run: bool = False, version: str | None = None, managed: bool = True,
+               field_validation: str | None = None) -> Obj:
         """Create an object (POST). ``managed=False`` keeps managedFields the caller set."""
         obj = self._check_body(rt, body, version)
+        self._drop_unknown(rt, obj, field_validation, version)
         self._check_namespace(rt, obj, namespace)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
@@ -482,9 +518,11 @@ class Cluster:
 
     def replace(self, rt: ResourceType, namespace: str | None, name: str, body: Any, *,
                 manager: str, subresource: str | None = None, dry_run: bool = False,
-                version: str | None = None) -> tuple[Obj, bool]:
+                version: str | None = None,
+                field_validation: str | None = None) -> tuple[Obj, bool]:
         """Replace an object (PUT). Returns (object, created)."""
         obj = self._check_body(rt, body, version)
+        self._drop_unknown(rt, obj, field_validation, version)
         if obj["metadata"].get("name") != name:
             raise bad_request(f"the name of the object ({obj['metadata'].get('name', '')}) does "
                               f"not match the name on the URL ({name})")
@@ -501,11 +539,13 @@ class Cluster:
     def patch(self, rt: ResourceType, namespace: str | None, name: str, patch_type: str,
               raw: bytes, *, manager: str | None, force: bool | None,
               subresource: str | None = None, dry_run: bool = False,
-              version: str | None = None) -> tuple[Obj, bool]:
+              version: str | None = None,
+              field_validation: str | None = None) -> tuple[Obj, bool]:
         """Patch an object. Returns (object, created); only apply patches create."""
         if patch_type == APPLY:
             return self._apply(rt, namespace, name, raw, manager=manager, force=bool(force),
-                               subresource=subresource, dry_run=dry_run, version=version)
+                               subresource=subresource, dry_run=dry_run, version=version,
+                               field_validation=field_validation)
         if force is not None:
             raise validation_error_patch_options("force", "Forbidden: may not be specified for "
                                                  "non-apply patch")
@@ -513,7 +553,8 @@ class Cluster:
             raise unsupported_media_type([JSON_PATCH, MERGE, APPLY])
         old = self.get(rt, namespace, name)
         patch = _decode_json(raw)
-        current = copy.deepcopy(old)
+        # The patch functions never change their input; the result is copied once, below.
+        current = old
         if patch_type == JSON_PATCH:
             patched = json_patch(current, patch)
         elif patch_type == MERGE:
@@ -524,18 +565,19 @@ class Cluster:
             patched = strategic_merge(current, patch, builtin=rt.crd is None)
         if not isinstance(patched, dict):
             raise bad_request("the patched object is not a JSON object")
-        patched = copy.deepcopy(patched)
+        patched = clone(patched)
         patched_name = (patched.get("metadata") or {}).get("name")
         if patched_name != name:
             raise bad_request(f"the name of the object ({patched_name}) does not match the name "
                               f"on the URL ({name})")
         obj = self._check_body(rt, patched, version)
+        self._drop_unknown(rt, obj, field_validation, version)
         return self._update(rt, old, obj, manager=manager or "unknown",
                             subresource=subresource, dry_run=dry_run, version=version), False
 
     def _apply(self, rt: ResourceType, namespace: str | None, name: str, raw: bytes, *,
                manager: str | None, force: bool, subresource: str | None, dry_run: bool,
-               version: str | None) -> tuple[Obj, bool]:
+               version: str | None, field_validation: str | None) -> tuple[Obj, bool]:
         if not manager:
             raise validation_error_patch_options("fieldManager",
                                                  "Required value: is required for apply patch")
@@ -554,11 +596,12 @@ class Cluster:
         if rt.namespaced and applied_meta.get("namespace") not in (None, namespace):
             raise bad_request("the namespace of the provided object does not match the "
                               "namespace sent on the request")
-        self._check_body(rt, copy.deepcopy(applied), version)
+        self._check_body(rt, clone(applied), version)
+        self._drop_unknown(rt, applied, field_validation, version)
         now = now_rfc3339()
         old = self.find(rt, namespace, name)
         merged = managed_fields.apply(
-            copy.deepcopy(old) if old else None, applied, manager, force,
+            clone(old) if old else None, applied, manager, force,
             rt.api_version(version), rt.crd is None, rt.key, now, subresource=subresource,
         )
         merged = self._check_body(rt, merged, version)
@@ -582,9 +625,9 @@ class Cluster:
         # What this write may change: status only through /status, the rest only through the
         # main resource.
         if subresource == "status":
-            result = copy.deepcopy(old)
+            result = clone(old)
             if "status" in new:
-                result["status"] = copy.deepcopy(new["status"])
+                result["status"] = clone(new["status"])
             else:
                 result.pop("status", None)
             if not record:
@@ -593,7 +636,7 @@ class Cluster:
             result = new
             if "status" in rt.subresources:
                 if "status" in old:
-                    result["status"] = copy.deepcopy(old["status"])
+                    result["status"] = clone(old["status"])
                 else:
                     result.pop("status", None)
             meta = result["metadata"]
@@ -637,9 +680,9 @@ class Cluster:
         return result
 
     def _after_update(self, rt: ResourceType, old: Obj, new: Obj) -> None:
-        if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
-            if old.get("spec") != new.get("spec"):
-                self._register_crd(new)
+        crds = ("apiextensions.k8s.io", "customresourcedefinitions")
+        if rt.key == crds and old.get("spec") != new.get("spec"):
+            self._register_crd(new)
         if new["metadata"].get("ownerReferences") != old["metadata"].get("ownerReferences"):
             uid = new["metadata"]["uid"]
             self._defer(lambda: self._collect_if_orphaned(uid), delay=1.0)
@@ -647,7 +690,7 @@ class Cluster:
     def update_internal(self, rt: ResourceType, obj: Obj, change: Callable[[Obj], None],
                         manager: str) -> Obj:
         """Change a stored object as a built-in controller would (copy, change, write)."""
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         change(new)
         new["metadata"].pop("resourceVersion", None)
         return self._update(rt, obj, new, manager=manager, subresource=None, dry_run=False,
@@ -723,7 +766,7 @@ class Cluster:
     def _write_deletion_marks(self, rt: ResourceType, obj: Obj,
                               change: Callable[[Obj], None]) -> Obj:
         """Write a server-side change (deletion marks, a binding) past the update rules."""
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         change(new)
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._store(rt, new, obj)
@@ -934,6 +977,7 @@ class Cluster:
         self.registry.remove(group, plural)
         self.close_watches(rt.key)
         self._objects.pop(rt.key, None)
+        self._json = {k: v for k, v in self._json.items() if k[0] != rt.key}
         self._history.pop(rt.key, None)
         self._compacted.pop(rt.key, None)
 
@@ -968,7 +1012,7 @@ class Cluster:
         if not isinstance(replicas, int) or replicas < 0:
             raise validation.invalid_scale(name, replicas)
         sent_rv = (scale.get("metadata") or {}).get("resourceVersion")
-        new = copy.deepcopy(old)
+        new = clone(old)
         if sent_rv:
             new["metadata"]["resourceVersion"] = sent_rv
         set_path(new, rt.scale_paths.get("spec", ".spec.replicas"), replicas)
@@ -1059,7 +1103,7 @@ def _decode_yaml(raw: bytes) -> Any:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(raw, Loader=loader)  # noqa: S506 - a safe loader
+        return yaml.load(raw, Loader=loader)
     except yaml.YAMLError as exc:
         raise bad_request(f"error decoding YAML: {exc}") from None
 
@@ -1067,7 +1111,7 @@ def _decode_yaml(raw: bytes) -> Any:
 def _set_crd_status(crd: Obj) -> None:
     """What the apiextensions controllers report for an accepted, established CRD."""
     spec = crd.get("spec") or {}
-    names = copy.deepcopy(spec.get("names") or {})
+    names = clone(spec.get("names") or {})
     storage = [v.get("name") for v in spec.get("versions") or [] if v.get("storage")]
     status = crd.setdefault("status", {})
     stored = list(status.get("storedVersions") or [])

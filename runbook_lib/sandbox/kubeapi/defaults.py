@@ -124,7 +124,7 @@ def _qos_class(spec: dict[str, Any]) -> str:
         lim.get("cpu") and lim.get("memory")
         and req.get("cpu", lim["cpu"]) == lim["cpu"]
         and req.get("memory", lim["memory"]) == lim["memory"]
-        for req, lim in zip(requests, limits)
+        for req, lim in zip(requests, limits, strict=True)
     )
     return "Guaranteed" if guaranteed else "Burstable"
 

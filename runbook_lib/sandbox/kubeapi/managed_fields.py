@@ -13,11 +13,10 @@ field, and the ``time`` of an entry changes only when its field set does.
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
-from .patching import PRIMITIVE_SET, apply_merge, merge_key
+from .patching import PRIMITIVE_SET, apply_merge, clone, merge_key
 from .status import ApiError, qualified
 
 Path = tuple[str, ...]
@@ -33,7 +32,13 @@ _MISSING = object()
 
 def field_set(obj: dict[str, Any], builtin: bool, *, status_only: bool = False) -> set[Path]:
     """The owned paths of ``obj``: leaves, plus each keyed list item itself."""
-    paths: set[Path] = set()
+    return set(field_values(obj, builtin, status_only=status_only))
+
+
+def field_values(obj: dict[str, Any], builtin: bool, *,
+                 status_only: bool = False) -> dict[Path, Any]:
+    """The owned paths of ``obj`` with the value at each (one walk, for cheap diffs)."""
+    values: dict[Path, Any] = {}
     for key, value in obj.items():
         if key in ("apiVersion", "kind"):
             continue
@@ -45,39 +50,39 @@ def field_set(obj: dict[str, Any], builtin: bool, *, status_only: bool = False) 
             for mkey, mvalue in value.items():
                 if mkey not in _SERVER_METADATA:
                     _walk(mvalue, ("metadata", mkey), ("f:metadata", "f:" + mkey), builtin,
-                          paths)
+                          values)
             continue
-        _walk(value, (key,), ("f:" + key,), builtin, paths)
-    return paths
+        _walk(value, (key,), ("f:" + key,), builtin, values)
+    return values
 
 
 def _walk(value: Any, names: tuple[str, ...], path: Path, builtin: bool,
-          out: set[Path]) -> None:
+          out: dict[Path, Any]) -> None:
     if isinstance(value, dict):
         if not value:
-            out.add(path)
+            out[path] = value
         for key, child in value.items():
             _walk(child, names + (key,), path + ("f:" + key,), builtin, out)
         return
     if isinstance(value, list):
         key = merge_key(names, builtin)
         if key is None or not value:
-            out.add(path)
+            out[path] = value
             return
         if key == PRIMITIVE_SET:
             for item in value:
-                out.add(path + ("v:" + _compact(item),))
+                out[path + ("v:" + _compact(item),)] = item
             return
         for item in value:
             if not isinstance(item, dict) or key not in item:
-                out.add(path)
+                out[path] = value
                 continue
             element = path + ("k:" + _compact({key: item[key]}),)
-            out.add(element)
+            out[element] = item
             for child_key, child in item.items():
                 _walk(child, names + (child_key,), element + ("f:" + child_key,), builtin, out)
         return
-    out.add(path)
+    out[path] = value
 
 
 def _compact(value: Any) -> str:
@@ -149,9 +154,8 @@ def from_fields_v1(tree: Any, prefix: Path = ()) -> set[Path]:
     paths: set[Path] = set()
     if not isinstance(tree, dict):
         return paths
-    if not tree or "." in tree:
-        if prefix:
-            paths.add(prefix)
+    if (not tree or "." in tree) and prefix:
+        paths.add(prefix)
     for key, child in tree.items():
         if key != ".":
             paths |= from_fields_v1(child, prefix + (key,))
@@ -178,11 +182,14 @@ class _Entries:
     def __init__(self, obj: dict[str, Any] | None):
         self.entries: list[dict[str, Any]] = []
         self.paths: list[set[Path]] = []
+        self._read: list[set[Path] | None] = []  # as read, to reuse unchanged fieldsV1 trees
         for entry in ((obj or {}).get("metadata", {}).get("managedFields") or []):
             if not isinstance(entry, dict) or not entry.get("manager"):
                 continue
             self.entries.append(dict(entry))
-            self.paths.append(from_fields_v1(entry.get("fieldsV1") or {}))
+            paths = from_fields_v1(entry.get("fieldsV1") or {})
+            self.paths.append(paths)
+            self._read.append(set(paths))
 
     def find(self, manager: str, operation: str, subresource: str | None) -> int | None:
         for n, entry in enumerate(self.entries):
@@ -203,6 +210,7 @@ class _Entries:
                 entry["subresource"] = subresource
             self.entries.append(entry)
             self.paths.append(set(paths))
+            self._read.append(None)
             return
         if self.paths[n] != paths:
             self.entries[n]["time"] = now
@@ -211,8 +219,11 @@ class _Entries:
 
     def render(self) -> list[dict[str, Any]]:
         out = []
-        for entry, paths in zip(self.entries, self.paths):
+        for entry, paths, read in zip(self.entries, self.paths, self._read, strict=True):
             if not paths:
+                continue
+            if read is not None and read == paths and "fieldsV1" in entry:
+                out.append(entry)
                 continue
             rendered = {k: v for k, v in entry.items() if k != "fieldsV1"}
             rendered["fieldsV1"] = to_fields_v1(paths)
@@ -228,10 +239,10 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str,
     ``base`` replaces the stored records first (a client may rewrite managedFields)."""
     entries = _Entries({"metadata": {"managedFields": base}} if base is not None else old)
     status_only = subresource == "status"
-    new_paths = field_set(new, builtin, status_only=status_only)
-    old_paths = field_set(old, builtin, status_only=status_only) if old else set()
-    changed = {p for p in new_paths if p not in old_paths or value_at(old, p) != value_at(new, p)}
-    gone = old_paths - new_paths
+    new_values = field_values(new, builtin, status_only=status_only)
+    old_values = field_values(old, builtin, status_only=status_only) if old else {}
+    changed = {p for p, v in new_values.items() if old_values.get(p, _MISSING) != v}
+    gone = set(old_values) - set(new_values)
     for n in range(len(entries.paths)):
         entries.paths[n] -= gone
         if entries.entries[n].get("manager") != manager:
@@ -251,9 +262,11 @@ def apply(current: dict[str, Any] | None, applied: dict[str, Any], manager: str,
     Returns the new object. Raises a 409 Conflict listing the fields other managers own with
     other values, unless ``force`` takes them over."""
     entries = _Entries(current)
-    base = copy.deepcopy(current) if current else {}
-    applied_paths = field_set(applied, builtin, status_only=subresource == "status")
+    base = clone(current) if current else {}
+    applied_values = field_values(applied, builtin, status_only=subresource == "status")
+    applied_paths = set(applied_values)
     leaves = {p for p in applied_paths if not p[-1].startswith("k:")}
+    base_values = field_values(base, builtin, status_only=subresource == "status")
 
     # Conflicts: a field another manager owns, set here to a different value.
     conflicts: list[tuple[str, str, Path]] = []
@@ -261,7 +274,7 @@ def apply(current: dict[str, Any] | None, applied: dict[str, Any], manager: str,
         if entry.get("manager") == manager or entry.get("subresource") != subresource:
             continue
         for path in sorted(entries.paths[n] & leaves):
-            if value_at(base, path) != value_at(applied, path):
+            if base_values.get(path, _MISSING) != applied_values[path]:
                 conflicts.append((entry["manager"], entry.get("apiVersion", api_version), path))
     if conflicts and not force:
         raise _conflict_error(conflicts, resource, (applied.get("metadata") or {}).get("name"))
@@ -275,7 +288,7 @@ def apply(current: dict[str, Any] | None, applied: dict[str, Any], manager: str,
     n = entries.find(manager, "Apply", subresource)
     previous = entries.paths[n] if n is not None else set()
     others: set[Path] = set()
-    for m, entry in enumerate(entries.entries):
+    for m in range(len(entries.entries)):
         if m != n:
             others |= entries.paths[m]
     for path in sorted(previous - applied_paths, key=len, reverse=True):

@@ -13,11 +13,20 @@ server answers 415) and their lists are atomic under apply, except in ``metadata
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 from .status import ApiError
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, scalars); faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
+
 
 # Marker: the list is a set of primitives merged by value.
 PRIMITIVE_SET = ""
@@ -77,7 +86,7 @@ def _invalid_patch(message: str) -> ApiError:
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -92,7 +101,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def json_patch(document: Any, operations: Any) -> Any:
     if not isinstance(operations, list):
         raise ApiError(400, "BadRequest", "json patch must be a list of operations")
-    doc = copy.deepcopy(document)
+    doc = clone(document)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op:
             raise _invalid_patch("json patch operation is missing 'op'")
@@ -101,18 +110,18 @@ def json_patch(document: Any, operations: Any) -> Any:
         if not isinstance(path, str):
             raise _invalid_patch(f"json patch {kind} operation is missing 'path'")
         if kind == "add":
-            doc = _pointer_add(doc, path, copy.deepcopy(op.get("value")))
+            doc = _pointer_add(doc, path, clone(op.get("value")))
         elif kind == "remove":
             doc, _ = _pointer_remove(doc, path, kind)
         elif kind == "replace":
             doc, _ = _pointer_remove(doc, path, kind)
-            doc = _pointer_add(doc, path, copy.deepcopy(op.get("value")))
+            doc = _pointer_add(doc, path, clone(op.get("value")))
         elif kind == "move":
             doc, value = _pointer_remove(doc, op.get("from", ""), kind)
             doc = _pointer_add(doc, path, value)
         elif kind == "copy":
             value = _pointer_get(doc, op.get("from", ""), kind)
-            doc = _pointer_add(doc, path, copy.deepcopy(value))
+            doc = _pointer_add(doc, path, clone(value))
         elif kind == "test":
             if _pointer_get(doc, path, kind) != op.get("value"):
                 raise _invalid_patch(f"testing value {path} failed: test failed")
@@ -334,7 +343,7 @@ def apply_merge(current: Any, applied: Any, builtin: bool, path: tuple[str, ...]
     if isinstance(applied, list):
         key = merge_key(path, builtin)
         if key is None or not isinstance(current, list):
-            return copy.deepcopy(applied)
+            return clone(applied)
         result = list(current)
         if key == PRIMITIVE_SET:
             for value in applied:
@@ -350,8 +359,8 @@ def apply_merge(current: Any, applied: Any, builtin: bool, path: tuple[str, ...]
                 None,
             )
             if index is None:
-                result.append(copy.deepcopy(item))
+                result.append(clone(item))
             else:
                 result[index] = apply_merge(result[index], item, builtin, path)
         return result
-    return copy.deepcopy(applied)
+    return clone(applied)

@@ -1,19 +1,18 @@
-"""Structural-schema handling for custom resources: pruning, defaults and basic validation.
+"""Structural-schema handling for custom resources: defaults and basic validation.
 
-A real server prunes fields a CRD's ``openAPIV3Schema`` does not declare (unless
-``x-kubernetes-preserve-unknown-fields``), fills ``default`` values and rejects values of the
-wrong type, missing ``required`` fields and values outside an ``enum``. Runbooks that apply
-custom resources (a KEDA ScaledObject, a SealedSecret) meet the same outcome here: a misspelled
-field silently vanishes, a wrong type is a 422. Called by ``cluster.py`` on every write of a
-custom resource.
+A real server fills ``default`` values from a CRD's ``openAPIV3Schema`` and rejects values of
+the wrong type, missing ``required`` fields and values outside an ``enum``; runbooks that apply
+custom resources (a KEDA ScaledObject, a SealedSecret) meet the same outcome here: a wrong type
+is a 422. Undeclared fields are pruned before, by ``fieldcheck.py``. Called by ``cluster.py`` on
+every write of a custom resource.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
+from .patching import clone
 from .resources import ResourceType
 from .status import invalid
 
@@ -32,22 +31,19 @@ def version_schema(rt: ResourceType, version: str | None) -> dict[str, Any] | No
 
 
 def apply_schema(rt: ResourceType, obj: dict[str, Any]) -> None:
-    """Prune, default and validate ``obj`` (in place) against its version's schema."""
+    """Default and validate ``obj`` (in place) against its version's schema. Unknown fields
+    were pruned before, by ``fieldcheck``."""
     version = str(obj.get("apiVersion", "")).rsplit("/", 1)[-1] or None
     root = version_schema(rt, version) or version_schema(rt, None)
     if not root:
         return
     for key, value in list(obj.items()):
-        if key in _ROOT_KEEP:
-            continue
         props = root.get("properties") or {}
-        if key in props:
+        if key not in _ROOT_KEEP and key in props:
             obj[key] = _walk(value, props[key])
-        elif not root.get("x-kubernetes-preserve-unknown-fields"):
-            del obj[key]
     for key, sub in (root.get("properties") or {}).items():
         if key not in _ROOT_KEEP and key not in obj and "default" in sub:
-            obj[key] = _walk(copy.deepcopy(sub["default"]), sub)
+            obj[key] = _walk(clone(sub["default"]), sub)
     causes: list[tuple[str, str, str]] = []
     _check(obj, root, "", causes, root_level=True)
     if causes:
@@ -56,26 +52,19 @@ def apply_schema(rt: ResourceType, obj: dict[str, Any]) -> None:
 
 
 def _walk(value: Any, schema: dict[str, Any]) -> Any:
-    """Prune unknown fields and fill defaults below one schema node."""
+    """Fill defaults below one schema node."""
     if isinstance(value, dict):
-        if schema.get("x-kubernetes-preserve-unknown-fields") and not schema.get("properties"):
-            return value
         props = schema.get("properties")
         additional = schema.get("additionalProperties")
-        embedded = schema.get("x-kubernetes-embedded-resource")
         if props is not None:
             for key in list(value):
                 if key in props:
                     value[key] = _walk(value[key], props[key])
-                elif embedded and key in _ROOT_KEEP:
-                    continue
                 elif isinstance(additional, dict):
                     value[key] = _walk(value[key], additional)
-                elif not (schema.get("x-kubernetes-preserve-unknown-fields") or additional is True):
-                    del value[key]
             for key, sub in props.items():
                 if key not in value and isinstance(sub, dict) and "default" in sub:
-                    value[key] = _walk(copy.deepcopy(sub["default"]), sub)
+                    value[key] = _walk(clone(sub["default"]), sub)
         elif isinstance(additional, dict):
             for key in list(value):
                 value[key] = _walk(value[key], additional)
@@ -90,14 +79,14 @@ def _check(value: Any, schema: dict[str, Any], path: str,
     if value is None:
         if not schema.get("nullable") and path:
             causes.append(("FieldValueTypeInvalid", path,
-                           f'Invalid value: "null": {path} in body must be of type '
-                           f'{schema.get("type", "object")}: "null"'))
+                           (f'Invalid value: "null": {path} in body must be of type '
+                           f'{schema.get("type", "object")}: "null"')))
         return
     kind = schema.get("type")
     if kind and not schema.get("x-kubernetes-int-or-string") and not _type_ok(value, kind):
         causes.append(("FieldValueTypeInvalid", path,
-                       f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
-                       f'{kind}: "{_type_name(value)}"'))
+                       (f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
+                       f'{kind}: "{_type_name(value)}"')))
         return
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(json.dumps(v) for v in schema["enum"])

@@ -50,7 +50,7 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
                     value = tokens[i]
                     i += 1
                 if op in (">", "<") and not re.fullmatch(r"-?\d+", value):
-                    raise fail(f"for 'Gt', 'Lt' operators, the value must be an integer")
+                    raise fail("for 'Gt', 'Lt' operators, the value must be an integer")
                 requirements.append((key, op, (value,)))
             elif tokens[i] in ("in", "notin"):
                 op = tokens[i]
@@ -78,7 +78,7 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
             if tokens[i] != ",":
                 raise fail(f"found '{tokens[i]}', expected: ',' or 'end of string'")
             i += 1
-    for key, _, values in requirements:
+    for key, _, _ in requirements:
         _check_label_key(key)
     return requirements
 

@@ -17,7 +17,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -26,7 +26,7 @@ from . import discovery, tables
 from .cluster import APPLY, PATCH_TYPES, Cluster, Gone, Watcher, crd_resource_type
 from .resources import ResourceType
 from .selectors import field_name_equals, parse_field_selector, parse_label_selector
-from .status import ApiError, bad_request, method_not_allowed, not_found
+from .status import ApiError, bad_request, method_not_allowed
 
 log = logging.getLogger("runbook_lib.sandbox.kubeapi.server")
 
@@ -119,7 +119,7 @@ class KubeAPIServer:
             await self._session.close()
             self._session = None
 
-    async def __aenter__(self) -> KubeAPIServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -129,6 +129,7 @@ class KubeAPIServer:
     # -- dispatch --------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.cluster.warnings.clear()
         try:
             return await self._route(request)
         except ApiError as exc:
@@ -248,8 +249,9 @@ class KubeAPIServer:
             _require_verb(rt, "create")
             body = await _read_json(request)
             obj = self.cluster.create(rt, namespace, body, manager=_manager(request),
-                                      dry_run=_dry_run(query), version=version)
-            return _json(self._render(obj, rt, version), status=201)
+                                      dry_run=_dry_run(query), version=version,
+                                      field_validation=_field_validation(query))
+            return self._written(self._render(obj, rt, version), 201)
         if method == "DELETE":
             _require_verb(rt, "deletecollection")
             options = await _delete_options(request)
@@ -282,11 +284,16 @@ class KubeAPIServer:
                     "metadata": {"resourceVersion": rv},
                     "items": [tables.partial_metadata(o) for o in items]}
             return _json(body)
-        body = self._list_body(rt, version, [self._render(o, rt, version) for o in items])
+        meta: dict[str, Any] = {"resourceVersion": rv}
         if continue_token:
-            body["metadata"]["continue"] = continue_token
-            body["metadata"]["remainingItemCount"] = remaining
-        return _json(body)
+            meta["continue"] = continue_token
+            meta["remainingItemCount"] = remaining
+        # Built from each object's cached JSON text: no re-encoding of unchanged objects.
+        head = dumps({"kind": rt.list_kind, "apiVersion": rt.api_version(version),
+                      "metadata": meta})
+        text = head[:-1] + ',"items":[' + ",".join(self._text(o, rt, version)
+                                                     for o in items) + "]}"
+        return web.Response(text=text, content_type=JSON)
 
     def _list_body(self, rt: ResourceType, version: str, items: list[Any]) -> dict[str, Any]:
         return {"kind": rt.list_kind, "apiVersion": rt.api_version(version),
@@ -303,15 +310,17 @@ class KubeAPIServer:
             body = await _read_json(request)
             obj, created = self.cluster.replace(rt, namespace, name, body,
                                                 manager=_manager(request),
-                                                dry_run=_dry_run(query), version=version)
-            return _json(self._render(obj, rt, version), status=201 if created else 200)
+                                                dry_run=_dry_run(query), version=version,
+                                                field_validation=_field_validation(query))
+            return self._written(self._render(obj, rt, version), 201 if created else 200)
         if method == "PATCH":
             _require_verb(rt, "patch")
             obj, created = self.cluster.patch(
                 rt, namespace, name, _patch_type(request), await request.read(),
                 manager=_manager(request, apply=_patch_type(request) == APPLY),
-                force=_force(query), dry_run=_dry_run(query), version=version)
-            return _json(self._render(obj, rt, version), status=201 if created else 200)
+                force=_force(query), dry_run=_dry_run(query), version=version,
+                field_validation=_field_validation(query))
+            return self._written(self._render(obj, rt, version), 201 if created else 200)
         if method == "DELETE":
             _require_verb(rt, "delete")
             options = await _delete_options(request)
@@ -320,6 +329,15 @@ class KubeAPIServer:
                 return _json(result)
             return _json(self._render(result, rt, version))
         raise method_not_allowed()
+
+    def _written(self, body: dict[str, Any], status: int) -> web.Response:
+        """A write's answer, with a ``Warning`` header per unknown field dropped."""
+        response = _json(body, status=status)
+        for warning in self.cluster.warnings:
+            escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+            response.headers.add("Warning", f'299 - "{escaped}"')
+        self.cluster.warnings.clear()
+        return response
 
     def _single(self, request: web.Request, rt: ResourceType, version: str,
                 obj: dict[str, Any]) -> web.Response:
@@ -332,7 +350,13 @@ class KubeAPIServer:
             return _json(body)
         if "as=PartialObjectMetadata" in accept:
             return _json(tables.partial_metadata(obj))
-        return _json(self._render(obj, rt, version))
+        return web.Response(text=self._text(obj, rt, version), content_type=JSON)
+
+    def _text(self, obj: dict[str, Any], rt: ResourceType, version: str) -> str:
+        """The object's JSON as served at ``version``."""
+        if rt.crd is not None and version != rt.storage_version:
+            return dumps(self._render(obj, rt, version))
+        return self.cluster.encoded(rt, obj)
 
     def _render(self, obj: dict[str, Any], rt: ResourceType, version: str) -> dict[str, Any]:
         """The object as served at ``version`` (custom resources may be served at several)."""
@@ -354,15 +378,17 @@ class KubeAPIServer:
                 body = await _read_json(request)
                 obj, _ = cluster.replace(rt, namespace, name, body, manager=_manager(request),
                                          subresource="status", dry_run=_dry_run(query),
-                                         version=version)
-                return _json(self._render(obj, rt, version))
+                                         version=version,
+                                         field_validation=_field_validation(query))
+                return self._written(self._render(obj, rt, version), 200)
             if method == "PATCH":
                 patch_type = _patch_type(request)
                 obj, _ = cluster.patch(rt, namespace, name, patch_type, await request.read(),
                                        manager=_manager(request, apply=patch_type == APPLY),
                                        force=_force(query), subresource="status",
-                                       dry_run=_dry_run(query), version=version)
-                return _json(self._render(obj, rt, version))
+                                       dry_run=_dry_run(query), version=version,
+                                       field_validation=_field_validation(query))
+                return self._written(self._render(obj, rt, version), 200)
             raise method_not_allowed()
         if sub == "scale" and "scale" in rt.subresources:
             if method == "GET":
@@ -470,16 +496,19 @@ class KubeAPIServer:
                     payload = tables.table(rt, [obj], version, include,
                                            obj["metadata"].get("resourceVersion"),
                                            lambda o: self._render(o, rt, version))
+                    line = dumps({"type": event_type, "object": payload})
                 else:
-                    payload = self._render(obj, rt, version)
-                await response.write((dumps({"type": event_type, "object": payload}) + "\n")
-                                     .encode())
+                    line = ('{"type":"' + event_type + '","object":'
+                            + self._text(obj, rt, version) + "}")
+                await response.write((line + "\n").encode())
                 if initial_left > 0:
                     initial_left -= 1
                     if initial_left == 0:
                         await self._write_bookmark(response, rt, version, initial_end=True)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        except Exception:  # the headers are sent: end the stream, keep the server
+            log.exception("watch of %s failed", rt.plural)
         finally:
             self.cluster.unwatch(watcher)
             if task is not None:
@@ -510,6 +539,9 @@ class KubeAPIServer:
         pod = self.cluster.get(pods, namespace, name)
         container = _log_container(pod, query.get("container"))
         previous = _flag(query.get("previous"))
+        if not (pod.get("spec") or {}).get("nodeName"):
+            # Like upstream: a pod no node runs has no log yet, and that is not an error.
+            return web.Response(body=b"", content_type="text/plain", charset="utf-8")
         text = self.pod_log_provider(namespace, name, container, previous)
         if text is None:
             if previous:
@@ -545,6 +577,8 @@ class KubeAPIServer:
                 await self._poll_log(response, pods, namespace, name, uid, container, text)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        except Exception:  # a failing hook ends the stream, not the server
+            log.exception("following the log of pod %s/%s failed", namespace, name)
         finally:
             if task is not None:
                 self._streams.discard(task)
@@ -609,7 +643,7 @@ class KubeAPIServer:
                                if k.lower() not in _HOP_HEADERS
                                and k.lower() != "content-encoding"}
                 return web.Response(status=upstream.status, body=payload, headers=out_headers)
-        except (ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ClientError, OSError) as exc:
             raise ApiError(503, "ServiceUnavailable",
                            f"error trying to reach service: {exc}") from None
 
@@ -669,6 +703,14 @@ def _dry_run(query: Any) -> bool:
     return bool(values)
 
 
+def _field_validation(query: Any) -> str:
+    value = query.get("fieldValidation") or "Warn"
+    if value not in ("Ignore", "Warn", "Strict"):
+        raise bad_request(f'fieldValidation parameter unsupported: {value!r}: supported values: '
+                          '"Ignore", "Warn", "Strict"')
+    return value
+
+
 def _force(query: Any) -> bool | None:
     value = query.get("force")
     return None if value is None else _flag(value)
@@ -683,16 +725,31 @@ def _patch_type(request: web.Request) -> str:
     return content_type
 
 
+def yaml_error() -> type[Exception]:
+    import yaml
+
+    return yaml.YAMLError
+
+
+_BODY_TYPES = ("application/json", "application/yaml")
+
+
 async def _read_json(request: web.Request) -> Any:
     raw = await request.read()
     content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if content_type and content_type not in _BODY_TYPES + ("application/x-yaml", "text/yaml"):
+        # Protobuf (and CBOR) bodies are not understood here; a real server that cannot decode
+        # a media type answers the same 415, and clients then know to send JSON.
+        raise ApiError(415, "UnsupportedMediaType",
+                       "the body of the request was in an unknown format - accepted media types "
+                       "include: " + ", ".join(_BODY_TYPES))
     try:
         if content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
             import yaml
 
             return yaml.safe_load(raw)
         return json.loads(raw or b"null")
-    except Exception as exc:  # malformed bodies are the client's fault: 400
+    except (ValueError, UnicodeDecodeError, yaml_error()) as exc:
         raise bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
 
 
@@ -766,4 +823,4 @@ def _tail(text: str, tail_lines: str | None) -> str:
     return "".join(lines[-count:])
 
 
-__all__ = ["KubeAPIServer", "crd_resource_type", "Watcher"]
+__all__ = ["KubeAPIServer", "Watcher", "crd_resource_type"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .resources import ResourceType
@@ -59,10 +59,10 @@ def _since(timestamp: str | None) -> str:
     if not timestamp:
         return "<unknown>"
     try:
-        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        moment = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return "<unknown>"
-    return human_duration((datetime.now(timezone.utc) - moment).total_seconds())
+    return human_duration((datetime.now(UTC) - moment).total_seconds())
 
 
 def _age(obj: Obj) -> str:
@@ -142,14 +142,14 @@ def _job_duration(job: Obj) -> str:
     if not start:
         return ""
     try:
-        begin = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        begin = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         return ""
     end_text = status.get("completionTime")
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     if end_text:
         try:
-            end = datetime.strptime(end_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            end = datetime.strptime(end_text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         except ValueError:
             pass
     return human_duration((end - begin).total_seconds())
@@ -213,6 +213,11 @@ def _hpa_targets(hpa: Obj) -> str:
             texts.append(f"{have if have is not None else '<unknown>'}/{want}"
                          + (" (avg)" if target.get("type") == "AverageValue" else ""))
     return ", ".join(texts) or "<none>"
+
+
+def _hpa_reference(hpa: Obj) -> str:
+    ref = _spec(hpa).get("scaleTargetRef") or {}
+    return f"{ref.get('kind')}/{ref.get('name')}"
 
 
 def _event_object(event: Obj) -> str:
@@ -327,8 +332,7 @@ _COLUMNS: dict[tuple[str, str], list[Column]] = {
          lambda n: (_status(n).get("nodeInfo") or {}).get("kubeletVersion", "")),
     ],
     ("autoscaling", "horizontalpodautoscalers"): [
-        ("Reference", "string", 0, lambda h: f"{(_spec(h).get('scaleTargetRef') or {}).get('kind')}"
-                                             f"/{(_spec(h).get('scaleTargetRef') or {}).get('name')}"),
+        ("Reference", "string", 0, lambda h: _hpa_reference(h)),
         ("Targets", "string", 0, _hpa_targets),
         ("MinPods", "string", 0, lambda h: str(_spec(h).get("minReplicas", 1))),
         ("MaxPods", "string", 0, lambda h: str(_spec(h).get("maxReplicas", ""))),
@@ -340,7 +344,7 @@ _COLUMNS: dict[tuple[str, str], list[Column]] = {
          lambda c: (c.get("metadata") or {}).get("creationTimestamp", "")),
     ],
     ("coordination.k8s.io", "leases"): [
-        ("Holder", "string", 0, lambda l: _spec(l).get("holderIdentity", "")),
+        ("Holder", "string", 0, lambda lease: _spec(lease).get("holderIdentity", "")),
         ("Age", "string", 0, _age),
     ],
     ("rbac.authorization.k8s.io", "roles"): [

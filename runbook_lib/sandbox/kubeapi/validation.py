@@ -157,9 +157,9 @@ def validate_update(rt: ResourceType, old: dict[str, Any], new: dict[str, Any]) 
     validate(rt, new)
     causes: list[Cause] = []
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
-    if rt.key in (("apps", "deployments"), ("apps", "replicasets"), ("batch", "jobs")):
-        if old_spec.get("selector") != new_spec.get("selector"):
-            causes.append(_bad("spec.selector", new_spec.get("selector"), "field is immutable"))
+    selector_kinds = (("apps", "deployments"), ("apps", "replicasets"), ("batch", "jobs"))
+    if rt.key in selector_kinds and old_spec.get("selector") != new_spec.get("selector"):
+        causes.append(_bad("spec.selector", new_spec.get("selector"), "field is immutable"))
     if rt.key == ("batch", "jobs") and old_spec.get("template") != new_spec.get("template"):
         causes.append(_bad("spec.template", new_spec.get("template"), "field is immutable"))
     if rt.key == ("", "services"):
@@ -193,11 +193,11 @@ def _pod_update_problems(old: dict[str, Any], new: dict[str, Any]) -> list[Cause
 
     if mutable_stripped(old) != mutable_stripped(new):
         return [("FieldValueForbidden", "spec",
-                 "Forbidden: pod updates may not change fields other than "
+                 ("Forbidden: pod updates may not change fields other than "
                  "`spec.containers[*].image`,`spec.initContainers[*].image`,"
                  "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing "
                  "tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if "
-                 "it was previously negative)")]
+                 "it was previously negative)"))]
     return []
 
 
@@ -239,8 +239,8 @@ def _pod_spec_problems(spec: Any, field: str, template: bool = False) -> list[Ca
     policy = spec.get("restartPolicy")
     if policy not in (None, "Always", "OnFailure", "Never"):
         causes.append(("FieldValueNotSupported", f"{field}.restartPolicy",
-                       f'Unsupported value: {go_quote(policy)}: supported values: "Always", '
-                       '"OnFailure", "Never"'))
+                       (f'Unsupported value: {go_quote(policy)}: supported values: "Always", '
+                       '"OnFailure", "Never"')))
     return causes
 
 
@@ -266,10 +266,10 @@ def _workload(obj: dict[str, Any], kind: str) -> list[Cause]:
         elif not selector.get("matchLabels") and not selector.get("matchExpressions"):
             causes.append(_bad("spec.selector", selector,
                                f"empty selector is invalid for {kind.lower()}"))
-    if selector and (selector.get("matchLabels") or selector.get("matchExpressions")):
-        if not _selector_matches(selector, labels):
-            causes.append(_bad("spec.template.metadata.labels", labels,
-                               "`selector` does not match template `labels`"))
+    has_terms = bool(selector and (selector.get("matchLabels") or selector.get("matchExpressions")))
+    if has_terms and not _selector_matches(selector, labels):
+        causes.append(_bad("spec.template.metadata.labels", labels,
+                           "`selector` does not match template `labels`"))
     replicas = spec.get("replicas")
     if replicas is not None and (not isinstance(replicas, int) or replicas < 0):
         causes.append(_bad("spec.replicas", replicas,
@@ -292,8 +292,8 @@ def _service(obj: dict[str, Any]) -> list[Cause]:
     kind = spec.get("type", "ClusterIP")
     if kind not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         causes.append(("FieldValueNotSupported", "spec.type",
-                       f'Unsupported value: {go_quote(kind)}: supported values: "ClusterIP", '
-                       '"ExternalName", "LoadBalancer", "NodePort"'))
+                       (f'Unsupported value: {go_quote(kind)}: supported values: "ClusterIP", '
+                       '"ExternalName", "LoadBalancer", "NodePort"')))
     ports = spec.get("ports") or []
     if not ports and kind != "ExternalName" and spec.get("clusterIP") != "None":
         causes.append(_required("spec.ports"))
@@ -362,8 +362,8 @@ def _crd(obj: dict[str, Any]) -> list[Cause]:
     scope = spec.get("scope")
     if scope not in ("Namespaced", "Cluster"):
         causes.append(("FieldValueNotSupported", "spec.scope",
-                       f'Unsupported value: {go_quote(scope or "")}: supported values: '
-                       '"Cluster", "Namespaced"'))
+                       (f'Unsupported value: {go_quote(scope or "")}: supported values: '
+                       '"Cluster", "Namespaced"')))
     versions = spec.get("versions") or []
     if not versions:
         causes.append(_required("spec.versions"))
@@ -416,8 +416,8 @@ def invalid_finalizers(rt: ResourceType, name: str, added: list[str]) -> ApiErro
     quoted = ", ".join(json.dumps(f) for f in added)
     return invalid(rt.kind, rt.group, name, [(
         "FieldValueForbidden", "metadata.finalizers",
-        f"Forbidden: no new finalizers can be added if the object is being deleted, found new "
-        f"finalizers []string{{{quoted}}}",
+        (f"Forbidden: no new finalizers can be added if the object is being deleted, found new "
+        f"finalizers []string{{{quoted}}}"),
     )])
 
 
