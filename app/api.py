@@ -8,6 +8,9 @@
   of a queue, which KEDA divides by the worker concurrency. 404 for an unknown queue.
 - ``GET /enqueue/{seconds}``: enqueue a durable sleep on the task queue; returns its ID.
 - ``GET /workflows/{workflow_id}``: a workflow's status, for load tests and operators.
+- ``GET /workflows?version=V&status=S1,S2``: how many workflows of an application version
+  are in those statuses (an upgrade keeps the old version while it has any ENQUEUED or
+  PENDING).
 - ``GET /version``: application version, executor ID and dbos version.
 
 Handlers that call DBOS are plain ``def``: DBOS's synchronous API refuses to run inside
@@ -33,6 +36,8 @@ log = logging.getLogger("dbos_app.api")
 
 # What KEDA must count: waiting work plus work a worker is running.
 QUEUE_DEPTH_STATUSES = ["ENQUEUED", "PENDING"]
+WORKFLOW_STATUSES = {"ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED",
+                     "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 
 
 def parse_seconds(raw: str, max_seconds: float) -> float:
@@ -108,6 +113,21 @@ def create_api(runtime: AppRuntime) -> FastAPI:
         workflow_id = handle.get_workflow_id()
         log.info("enqueued %s: sleep %g s on %s", workflow_id, duration, settings.queue_name)
         return {"workflow_id": workflow_id, "queue": settings.queue_name, "seconds": duration}
+
+    @api.get("/workflows")
+    def count_workflows(version: str, status: str = "ENQUEUED,PENDING") -> dict:
+        require_dbos()
+        statuses = [s.strip().upper() for s in status.split(",") if s.strip()]
+        unknown = sorted(set(statuses) - WORKFLOW_STATUSES)
+        if unknown or not statuses:
+            raise HTTPException(
+                status_code=400,
+                detail=f"status must list some of {sorted(WORKFLOW_STATUSES)}; got {unknown}",
+            )
+        workflows = DBOS.list_workflows(
+            app_version=version, status=statuses, load_input=False, load_output=False
+        )
+        return {"version": version, "status": statuses, "count": len(workflows)}
 
     @api.get("/workflows/{workflow_id}")
     def workflow_status(workflow_id: str) -> dict:

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from runbook_lib import parameters as params_mod
@@ -120,7 +120,8 @@ def _execute(stage: StageRecord, record: RunRecord, values: dict, cell_timeout: 
     source = NOTEBOOKS_DIR / f"{stage.number}_{stage.name}.ipynb"
     output = record.directory / stage.notebook
     if output.exists():
-        attempt = record.directory / f"{stage.number}_{stage.name}.attempt{len(stage.attempts) + 1}.ipynb"
+        count = len(stage.attempts) + 1
+        attempt = record.directory / f"{stage.number}_{stage.name}.attempt{count}.ipynb"
         shutil.move(output, attempt)
         stage.attempts.append(attempt.name)
     declared = declared_parameters(source)
@@ -153,7 +154,7 @@ def execute(record: RunRecord, names: list[str], cell_timeout: float | None = No
     for name in names:
         stage = record.stage(name)
         stage.status, stage.error, stage.failed_cell = "running", "", None
-        stage.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stage.started = datetime.now(UTC).isoformat(timespec="seconds")
         record.save()
         print(f"==> {stage.number} {stage.title}", flush=True)
         start = time.monotonic()

@@ -39,3 +39,25 @@ class Outcome:
 def table(outcomes: list[Outcome]) -> str:
     """A plain-text table of outcomes, one line each, for notebooks and logs."""
     return "\n".join(o.line() for o in outcomes) if outcomes else "(nothing to do)"
+
+
+class _Printed:
+    """Mixin for results a step has already printed: a notebook does not show them twice."""
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+class Outcomes(_Printed, list):
+    """The outcomes of a step, already printed as a table."""
+
+    def __repr__(self) -> str:
+        return table(list(self))
+
+
+class Report(_Printed, dict):
+    """A step's findings, already printed."""
+
+
+class Text(_Printed, str):
+    """Text a step has already printed (logs, a check's report)."""

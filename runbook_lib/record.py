@@ -13,7 +13,7 @@ import html
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -55,14 +55,14 @@ class RunRecord:
 
     @classmethod
     def create(cls, root: Path, target: str, **kwargs) -> RunRecord:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         directory = Path(root) / f"{stamp}-{target}"
         suffix = 1
         while directory.exists():
             suffix += 1
             directory = Path(root) / f"{stamp}-{target}-{suffix}"
         directory.mkdir(parents=True)
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = datetime.now(UTC).isoformat(timespec="seconds")
         record = cls(directory=directory, target=target, created=created, **kwargs)
         record.save()
         return record

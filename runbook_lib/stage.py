@@ -19,13 +19,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from runbook_lib import parameters as params_mod
 from runbook_lib import redact
 from runbook_lib.errors import Refusal
-from runbook_lib.outcome import Outcome, table
+from runbook_lib.outcome import Outcome, Outcomes, table
 
 log = logging.getLogger("runbook_lib.stage")
 
@@ -119,10 +119,10 @@ class Stage:
         data = json.loads(path.read_text()) if path.exists() else {}
         return data.get(stage, {}) if stage else data
 
-    def show(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """Print what a step did to each resource."""
+    def show(self, outcomes: list[Outcome]) -> Outcomes:
+        """Print what a step did to each resource; the notebook shows it once."""
         print(table(outcomes))
-        return outcomes
+        return Outcomes(outcomes)
 
     def gate(self, answer_field: str, *, action: str, cost: str) -> None:
         """Stop unless the gate ``gates.<answer_field>`` is answered with the cluster's name.
@@ -186,7 +186,7 @@ def begin(name: str, namespace: dict) -> Stage:
     stage = Stage(name=name, params=params, target=target,
                   record_dir=Path(record) if record else None)
     number, title = STAGES[name]
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     print(f"Stage {number} {title}: deployment {params.deployment_id}, started {now}")
     for line in target.describe():
         print(f"  {line}")

@@ -108,6 +108,10 @@ class SandboxEksctl:
     def create_cluster(self, config_file: Path, kubeconfig: Path) -> None:
         """Create (or find) everything the ClusterConfig describes; write the kubeconfig."""
         spec = eksctl.load(Path(config_file))
+        with _api_errors(f"create cluster {spec.name}"):
+            self._create(spec, Path(kubeconfig))
+
+    def _create(self, spec: eksctl.ClusterSpec, kubeconfig: Path) -> None:
         self.outcomes = []
         stack_tags = _stack_tags(spec)
         log.info("creating cluster %s in %s (sandbox)", spec.name, spec.region)
@@ -132,7 +136,7 @@ class SandboxEksctl:
         for group in spec.nodegroups:
             self._ensure_nodegroup(spec, group, network, stack_tags)
 
-        self._write_kubeconfig(spec.name, spec.region, Path(kubeconfig))
+        self._write_kubeconfig(spec.name, spec.region, kubeconfig)
 
     def _ensure_cluster_stack(self, spec: eksctl.ClusterSpec, tags: dict) -> dict[str, str]:
         cfn = self._client("cloudformation", spec.region)
@@ -350,7 +354,7 @@ class SandboxEksctl:
 
     def write_kubeconfig(self, cluster: str, region: str, kubeconfig: Path) -> None:
         """Write the kubeconfig of an existing cluster (fails when there is none)."""
-        if not aws.cluster_exists(self.session, self.endpoint_url, cluster):
+        if _cluster_state(self._client("eks", region), cluster) is None:
             raise TargetError(f"no EKS cluster named {cluster} in {region}")
         self._write_kubeconfig(cluster, region, Path(kubeconfig))
 
@@ -390,6 +394,10 @@ class SandboxEksctl:
         Refuses, before deleting anything, while resources the cluster did not create still
         live in its VPC (CloudFormation could not delete the VPC on AWS either).
         """
+        with _api_errors(f"delete cluster {cluster}"):
+            self._delete(cluster, region)
+
+    def _delete(self, cluster: str, region: str) -> None:
         self.outcomes = []
         eks = self._client("eks", region)
         ec2 = self._client("ec2", region)
@@ -401,7 +409,7 @@ class SandboxEksctl:
             self._refuse_foreign_dependencies(cluster, region, vpc_id, stack_name)
 
         # Node groups first: EKS will not delete a cluster that still has some.
-        if aws.cluster_exists(self.session, self.endpoint_url, cluster):
+        if _cluster_state(eks, cluster) is not None:
             for name in eks.list_nodegroups(clusterName=cluster).get("nodegroups", []):
                 eks.delete_nodegroup(clusterName=cluster, nodegroupName=name)
                 self._wait_gone(f"node group {name}", lambda n=name: _nodegroup_state(
@@ -630,6 +638,15 @@ def _nodegroup_template(stack: str, group: eksctl.NodeGroupSpec) -> dict:
 
 
 # --- small readers -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _api_errors(doing: str):
+    """An API failure the stand-in did not expect becomes a TargetError, as eksctl's would."""
+    try:
+        yield
+    except ClientError as exc:
+        raise TargetError(f"could not {doing}: {exc}") from None
 
 
 def _ours(tags, wanted: dict[str, str]) -> bool:

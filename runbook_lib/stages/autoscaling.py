@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from runbook_lib import kube, manifests
 from runbook_lib.errors import TargetError
-from runbook_lib.outcome import Outcome
+from runbook_lib.outcome import Outcome, Report
 from runbook_lib.progress import Status, wait_for
 from runbook_lib.stages.common import kube_api
 
@@ -81,7 +81,7 @@ def verify(stage) -> dict:
     print(f"HPA {hpa_name(params)}: " + ", ".join(f"{k} {v}" for k, v in found.items()))
     if problems:
         raise TargetError("the HPA does not match the ScaledObject: " + "; ".join(problems))
-    return found
+    return Report(found)
 
 
 @dataclass
@@ -174,8 +174,8 @@ def _report(stage, samples: list[Sample], ids: list[str]) -> dict:
     if problems:
         raise TargetError("the load test failed: " + "; ".join(problems))
     print("checks passed: the peak matches the HPA arithmetic, and scaling down lost no work")
-    return {"peak_queue": peak_queue, "peak_desired": peak_desired, "expected": expected,
-            "statuses": statuses, "samples": len(samples)}
+    return Report(peak_queue=peak_queue, peak_desired=peak_desired, expected=expected,
+                  statuses=statuses, samples=len(samples))
 
 
 def _plot(stage, samples: list[Sample]) -> None:

@@ -18,7 +18,7 @@ import logging
 
 from runbook_lib import aws, kube, labels
 from runbook_lib.errors import TargetError
-from runbook_lib.outcome import Outcome
+from runbook_lib.outcome import Outcome, Report
 from runbook_lib.stages.common import kube_api
 from runbook_lib.stages.infrastructure import KEDA, SEALED_SECRETS
 
@@ -139,5 +139,5 @@ def inventory(stage) -> list:
           + (f" (apart from {len(kept)} final snapshot(s) kept on purpose)" if kept else "")
           + ".")
     stage.publish(remaining="0", snapshots_kept=str(len(kept)))
-    return items
+    return Report(kept=[i.name for i in kept], others=[i.name for i in others])
 

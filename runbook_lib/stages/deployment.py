@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from runbook_lib import kube, manifests
-from runbook_lib.outcome import Outcome
+from runbook_lib.outcome import Outcome, Text
 from runbook_lib.stages.common import conductor_key, image_ref, kube_api
 
 log = logging.getLogger("runbook_lib.stages.deployment")
@@ -59,7 +59,7 @@ def tail_logs(stage, version: str | None = None, lines: int = 10) -> str:
                         manifests.app_labels(params, version or params.app.version).items())
     text = kube.logs_for(kube_api(stage), params.app.namespace, selector, tail=lines)
     print(text)
-    return text
+    return Text(text)
 
 
 def health(stage) -> str:
@@ -69,4 +69,4 @@ def health(stage) -> str:
                                      params.app.port, "/healthz", params.timeouts.rollout)
     print(f"GET http://{params.app.name}.{params.app.namespace}:{params.app.port}/healthz "
           f"-> HTTP {status} {body.strip()}")
-    return body
+    return Text(body)

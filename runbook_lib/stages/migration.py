@@ -14,7 +14,7 @@ import logging
 
 from runbook_lib import kube, labels, manifests
 from runbook_lib.errors import TargetError
-from runbook_lib.outcome import Outcome
+from runbook_lib.outcome import Outcome, Text
 from runbook_lib.stages.common import image_ref, kube_api
 
 log = logging.getLogger("runbook_lib.stages.migration")
@@ -29,8 +29,8 @@ SELECT CASE WHEN has_table_privilege('dbos.workflow_status', 'SELECT,INSERT,UPDA
        THEN 'write privileges on dbos.workflow_status: ok'
        ELSE 'write privileges on dbos.workflow_status: MISSING' END;
 SQL
-if psql "$APP_URL" -X -q -v ON_ERROR_STOP=1 \
-     -c '\set VERBOSITY terse' -c 'CREATE TABLE dbos.runbook_probe (x int)' 2>/tmp/verify-role.err; then
+if psql "$APP_URL" -X -q -v ON_ERROR_STOP=1 -c '\set VERBOSITY terse' \
+     -c 'CREATE TABLE dbos.runbook_probe (x int)' 2>/tmp/verify-role.err; then
   echo 'create table: ALLOWED (the role is not restricted)'; exit 1
 fi
 echo "create table: denied ($(sed 's/^ERROR: *//' /tmp/verify-role.err | head -1))"
@@ -115,5 +115,5 @@ def verify_privileges(stage) -> str:
     kube.delete(api, "batch/v1", "Job", ns, VERIFY_JOB, dep)
     if status.failed:
         raise TargetError(f"the privilege check failed: {status.state}")
-    return report
+    return Text(report)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from runbook_lib.errors import TargetError
+from runbook_lib.outcome import Report
 from runbook_lib.secrets_resolver import check_all
 
 log = logging.getLogger("runbook_lib.stages.preflight")
@@ -20,7 +21,7 @@ def caller_identity(stage) -> dict:
     """Who the runbook acts as on AWS (account and ARN; no secrets)."""
     sts = stage.target.client("sts")
     identity = sts.get_caller_identity()
-    return {"account": identity["Account"], "arn": identity["Arn"]}
+    return Report(account=identity["Account"], arn=identity["Arn"])
 
 
 def check(stage) -> dict:
@@ -50,4 +51,4 @@ def check(stage) -> dict:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise TargetError(f"{len(problems)} preflight problem(s):\n{lines}")
     print("Preflight passed: parameters valid, secret sources resolve, tools present.")
-    return found
+    return Report(found)

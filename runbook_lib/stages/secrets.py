@@ -18,7 +18,7 @@ from base64 import b64decode
 
 from runbook_lib import kube, labels, sealing
 from runbook_lib.errors import TargetError
-from runbook_lib.outcome import Outcome
+from runbook_lib.outcome import Outcome, Report
 from runbook_lib.progress import Status, wait_for
 from runbook_lib.stages.common import admin_url, app_url, conductor_key, kube_api
 
@@ -124,4 +124,4 @@ def verify(stage) -> list[tuple[str, str, list[str]]]:
         keys = sorted((obj.get("data") or {}).keys())
         rows.append((name, obj.get("type", ""), keys))
         print(f"{name:<24}{obj.get('type', ''):<10}{len(keys):<6}{', '.join(keys)}")
-    return rows
+    return Report(rows=rows)

@@ -14,7 +14,7 @@ import time
 
 from runbook_lib import kube, manifests
 from runbook_lib.errors import TargetError
-from runbook_lib.outcome import Outcome
+from runbook_lib.outcome import Outcome, Report, Text
 from runbook_lib.progress import Status, wait_for
 from runbook_lib.stages import autoscaling, deployment, infrastructure
 from runbook_lib.stages.common import kube_api
@@ -115,7 +115,7 @@ def drain_old_version(stage, inflight: list[str]) -> list[tuple[float, int]]:
         if outcomes.get("SUCCESS", 0) != len(inflight):
             raise TargetError(f"in-flight workflows of {u.from_version} did not all succeed: "
                               f"{outcomes}")
-    return counts
+    return Text("\n".join(lines)) if counts else Text("")
 
 
 def retire_old_version(stage) -> Outcome:
@@ -141,4 +141,4 @@ def verify_new_version_serves(stage, probes: int = 10) -> dict:
     stage.publish(serving_version=params.upgrade.to_version)
     print(f"From now on, deploy with app.version: {params.upgrade.to_version} in the "
           "parameters.")
-    return seen
+    return Report(seen)

@@ -275,8 +275,8 @@ class AppProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def get(self, path: str, timeout_s: float = 10.0) -> httpx.Response:
-        return httpx.get(self.base_url + path, timeout=timeout_s)
+    def get(self, path: str, timeout_s: float = 10.0, params: dict | None = None) -> httpx.Response:
+        return httpx.get(self.base_url + path, timeout=timeout_s, params=params)
 
     def health(self) -> int | None:
         """The /healthz status code, or None when nothing answers."""

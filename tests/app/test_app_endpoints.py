@@ -36,6 +36,15 @@ def test_endpoints_bad_input_and_queue_depth(fresh_db, start_app):
     assert status["output"]["requested_s"] == 0.5
     assert app.get("/metrics/taskQueue").json() == {"queue_length": 0}
 
+    # Counts by application version, as the upgrade stage asks for them.
+    counted = app.get("/workflows", params={"version": "test-v1", "status": "SUCCESS"}).json()
+    assert counted["count"] == 1
+    active = app.get("/workflows", params={"version": "test-v1"}).json()
+    assert active == {"version": "test-v1", "status": ["ENQUEUED", "PENDING"], "count": 0}
+    assert app.get("/workflows", params={"version": "other"}).json()["count"] == 0
+    bogus = app.get("/workflows", params={"version": "test-v1", "status": "BOGUS"})
+    assert bogus.status_code == 400
+
     # Unknown queue and unknown workflow: 404 with a message.
     missing_queue = app.get("/metrics/noSuchQueue")
     assert missing_queue.status_code == 404
