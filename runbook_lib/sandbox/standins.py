@@ -211,7 +211,25 @@ def _render(spec: _Chart, release: str, namespace: str, values: dict) -> _Render
         annotations = obj["metadata"].setdefault("annotations", {})
         annotations["meta.helm.sh/release-name"] = release
         annotations["meta.helm.sh/release-namespace"] = namespace
+        if obj.get("kind") == "Deployment":
+            _quick_probes(obj)
     return rendered
+
+
+def _quick_probes(deployment: dict) -> None:
+    """Probe timing for local processes that start in a second or two.
+
+    The real charts wait 5-25 s before the first probe and probe every 3-10 s, sized for image
+    pulls and JVM-free Go binaries on real nodes; kept as they are, the add-ons would sit
+    unready for up to half a minute in every rehearsal. Only the timing changes: the probes
+    still run and still gate readiness.
+    """
+    for container in deployment["spec"]["template"]["spec"].get("containers", []):
+        if "readinessProbe" in container:
+            container["readinessProbe"].update(initialDelaySeconds=0, periodSeconds=1)
+        if "livenessProbe" in container:
+            probe = container["livenessProbe"]
+            probe["initialDelaySeconds"] = min(probe.get("initialDelaySeconds", 0), 10)
 
 
 # -- Sealed Secrets ------------------------------------------------------------------------------
