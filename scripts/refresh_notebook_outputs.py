@@ -20,6 +20,34 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def sanitizer():
+    """The same substitutions nbval applies, so committed outputs hold no machine paths,
+    ports or times, and compare equal to a fresh run's sanitized outputs."""
+    import re
+
+    from nbval.plugin import get_sanitize_patterns
+
+    patterns = get_sanitize_patterns((ROOT / "tests" / "nbval-sanitize.cfg").read_text())
+    compiled = [(re.compile(regex), replace) for regex, replace in patterns]
+
+    def clean(text: str) -> str:
+        for regex, replace in compiled:
+            text = regex.sub(replace, text)
+        return text
+
+    return clean
+
+
+def clean_outputs(outputs, clean) -> list:
+    for output in outputs:
+        if "text" in output:
+            output["text"] = clean(output["text"])
+        for mime in ("text/plain", "text/markdown"):
+            if mime in output.get("data", {}):
+                output["data"][mime] = clean(output["data"][mime])
+    return outputs
+
+
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="refresh-"))
     os.environ["RUNBOOK_SANDBOX_DIR"] = str(root / "sandbox")
@@ -29,6 +57,7 @@ def main() -> None:
     from runbook_lib import chain
 
     record = chain.run(ROOT / "parameters" / "sandbox.yaml", records_dir=root / "records")
+    clean = sanitizer()
     for stage in record.stages:
         if stage.status != "succeeded":
             continue
@@ -41,7 +70,7 @@ def main() -> None:
                 continue
             done = outputs.get(cell.get("id"))
             if done is not None:
-                cell.outputs = done.outputs
+                cell.outputs = clean_outputs(done.outputs, clean)
                 cell.execution_count = done.execution_count
         nbformat.write(source, str(path))
         print(f"stored outputs in {path.relative_to(ROOT)}")

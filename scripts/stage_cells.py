@@ -1,5 +1,9 @@
 """The cells of every stage notebook, read by build_notebooks.py."""
 
+# Cells whose output depends on timing (threads, polling, load): nbval runs them but does not
+# compare what they print.
+VOLATILE = ["nbval-ignore-output"]
+
 COMMON_GROUPS = ["deployment", "aws", "cluster", "timeouts", "gates"]
 
 BEGIN = """from runbook_lib.stage import begin
@@ -63,7 +67,7 @@ looks for.""",
                "database's wait overlaps the control plane's (about 15 minutes on EKS). RDS gets "
                "a DB subnet group on the private subnets, and a security group that admits "
                "5432 only from the cluster's security group. The timeline shows the overlap."),
-        ("code", "infra.create_cluster_and_database(stage, config_path)"),
+        ("code", "infra.create_cluster_and_database(stage, config_path)", VOLATILE),
         ("md", "All resources live in one namespace."),
         ("code", "infra.namespace(stage)"),
         ("md", "The RDS instance is private, so the database and the restricted role are created "
@@ -128,7 +132,7 @@ restricted role, which can read and write its data but cannot change the schema.
         ("md", "Run it and wait for Complete; its logs follow. A finished Job with the same "
                "image is left alone on a re-run; otherwise the old Job is deleted and applied "
                "again, as the walkthrough does."),
-        ("code", "migration.run(stage, job)"),
+        ("code", "migration.run(stage, job)", VOLATILE),
         ("md", "Prove the privilege separation from inside the cluster: the restricted role "
                "reads and writes the DBOS tables, and may not create a table."),
         ("code", "migration.verify_privileges(stage)"),
@@ -157,7 +161,7 @@ application version as a label and in the environment. One Deployment per applic
         ("md", "Follow the rollout until every replica is ready."),
         ("code", "deployment.wait_ready(stage)"),
         ("md", "The last lines of the pods' logs."),
-        ("code", "deployment.tail_logs(stage)"),
+        ("code", "deployment.tail_logs(stage)", VOLATILE),
         ("md", "`GET /healthz` on the Service, through the Kubernetes API's service proxy: the "
                "runbook's port-forward, which needs no local port and works headless."),
         ("code", "deployment.health(stage)"),
@@ -229,7 +233,7 @@ HPA."""),
                "replicas until the queue drains and the replicas are back at the minimum. Two "
                "checks: the peak matches ceil(queue / target) clamped to the maximum (within "
                "the HPA's 10% tolerance), and every workflow ended SUCCESS."),
-        ("code", "autoscaling.load_test(stage)"),
+        ("code", "autoscaling.load_test(stage)", VOLATILE),
         ("code", "stage.finish()"),
     ],
 }
@@ -267,7 +271,7 @@ versioning needs care in operations.""",
         ("code", "upgrade.switch_traffic(stage)"),
         ("md", "Keep v1 while it has ENQUEUED or PENDING workflows of its version; the counts "
                "it waited on go into the record."),
-        ("code", "upgrade.drain_old_version(stage, inflight)"),
+        ("code", "upgrade.drain_old_version(stage, inflight)", VOLATILE),
         ("md", "v1 has nothing left to do: delete its Deployment."),
         ("code", "upgrade.retire_old_version(stage)"),
         ("md", "New requests reach only v2."),

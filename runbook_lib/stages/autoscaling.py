@@ -40,8 +40,8 @@ def render(stage) -> dict:
     return obj
 
 
-def apply(stage, obj: dict) -> Outcome:
-    return stage.show([kube.apply(kube_api(stage), obj)])[0]
+def apply(stage, obj: dict) -> list[Outcome]:
+    return stage.show([kube.apply(kube_api(stage), obj)])
 
 
 def hpa_name(params) -> str:

@@ -175,10 +175,10 @@ def _report_overlap(stage, timeline: Timeline) -> None:
 
 # Inside the cluster -------------------------------------------------------------------------
 
-def namespace(stage) -> Outcome:
+def namespace(stage) -> list[Outcome]:
     p = stage.params
     return stage.show([kube.ensure_namespace(kube_api(stage), p.app.namespace,
-                                             p.deployment_id)])[0]
+                                             p.deployment_id)])
 
 
 def database_and_role(stage) -> list[Outcome]:

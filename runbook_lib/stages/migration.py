@@ -51,7 +51,7 @@ def _same_spec(existing: dict, wanted: dict) -> bool:
     return (have.get("image"), have.get("args")) == (want.get("image"), want.get("args"))
 
 
-def run(stage, job: dict) -> Outcome:
+def run(stage, job: dict) -> list[Outcome]:
     """Apply the Job (replacing a stale one), wait for Complete, print its logs."""
     api = kube_api(stage)
     params = stage.params
@@ -63,7 +63,7 @@ def run(stage, job: dict) -> Outcome:
         if done.done and _same_spec(existing, job):
             print(f"Job {ns}/{name} already ran this migration image: {done.state}")
             print(kube.logs_for(api, ns, f"job-name={name}", tail=20))
-            return Outcome("Job", f"{ns}/{name}", "found", detail=done.state)
+            return stage.show([Outcome("Job", f"{ns}/{name}", "found", detail=done.state)])
         print(f"replacing Job {ns}/{name} ({done.state})")
         kube.delete(api, "batch/v1", "Job", ns, name, dep, wait_s=params.timeouts.job)
     outcome = kube.apply(api, job)
@@ -75,7 +75,7 @@ def run(stage, job: dict) -> Outcome:
         print("Job conditions:\n  " + "\n  ".join(kube.job_conditions(api, ns, name)))
         raise TargetError(f"the migration Job {ns}/{name} failed: {status.state}")
     outcome.detail = status.state
-    return outcome
+    return stage.show([outcome])
 
 
 def verify_privileges(stage) -> str:

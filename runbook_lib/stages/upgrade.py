@@ -118,12 +118,12 @@ def drain_old_version(stage, inflight: list[str]) -> list[tuple[float, int]]:
     return Text("\n".join(lines)) if counts else Text("")
 
 
-def retire_old_version(stage) -> Outcome:
+def retire_old_version(stage) -> list[Outcome]:
     params = stage.params
     old, _ = _names(stage)
     return stage.show([kube.delete(kube_api(stage), "apps/v1", "Deployment",
                                    params.app.namespace, old, params.deployment_id,
-                                   wait_s=params.timeouts.rollout)])[0]
+                                   wait_s=params.timeouts.rollout)])
 
 
 def verify_new_version_serves(stage, probes: int = 10) -> dict:
