@@ -14,7 +14,8 @@ there is put into this kernel's environment, registered for scrubbing, and the f
 at once, so neither the notebook, its outputs nor the widget state saved with it holds it; the
 secret's source parameter becomes ``env:NAME``.
 
-Headless (papermill, the chain runner) the form shows nothing and changes nothing.
+Headless (papermill, the chain runner, nbval: see :func:`runbook_lib.gates.interactive`) the
+form shows nothing and changes nothing.
 
 :func:`run_chain` is the driving notebook's step: it runs :func:`runbook_lib.chain.run` with the
 form's file and edits, after a confirmation, and shows the record's summary.
@@ -53,9 +54,9 @@ _forms: dict[int, ParametersForm] = {}
 
 def parameters_form(namespace: dict) -> None:
     """Show the parameters form when a person runs the notebook; do nothing headless."""
-    from runbook_lib.stage import headless
+    from runbook_lib.gates import interactive
 
-    if headless():
+    if not interactive():
         return
     form = ParametersForm(namespace)
     _forms[id(namespace)] = form
@@ -440,7 +441,8 @@ class ParametersForm:
 # The driving notebook -------------------------------------------------------------------------
 
 
-def run_chain(namespace: dict, stages: list[str] | None = None, records_dir: Path | None = None):
+def run_chain(namespace: dict, stages: list[str] | str | None = None,
+              records_dir: Path | None = None):
     """Run the chain with the form's parameters file and edits; show the record's summary.
 
     In JupyterLab a confirmation states what will run on which target and its cost class, and
@@ -448,7 +450,7 @@ def run_chain(namespace: dict, stages: list[str] | None = None, records_dir: Pat
     a failing stage raises :class:`~runbook_lib.chain.StageFailed` after the summary is shown.
     """
     from runbook_lib import chain, gates
-    from runbook_lib.stage import GateNotAnswered, given_values, headless
+    from runbook_lib.stage import GateNotAnswered, given_values
 
     # The parameters: the form's file and edits, else what the notebook's variables say.
     form = current_form(namespace)
@@ -461,10 +463,12 @@ def run_chain(namespace: dict, stages: list[str] | None = None, records_dir: Pat
     defaults = params_mod.Parameters().model_dump(mode="json")
     overrides = difference(values, params_mod.deep_merge(defaults, params_mod.merged_values(file)))
     params = params_mod.validate(params_mod.merged_values(file, [overrides]), file.name)
+    if isinstance(stages, str):
+        stages = [name.strip() for name in stages.split(",") if name.strip()]
     selection = chain.Selection(only=list(stages) if stages else None)
     names = chain.select(chain.available_stages(), selection, params)
 
-    if not headless():
+    if gates.interactive():
         action = (f"run the stages {', '.join(names)} on target {params.target} "
                   f"(deployment {params.deployment_id})")
         cost = ("free: everything runs on this machine" if params.target == "sandbox" else

@@ -4,8 +4,8 @@ Stage notebooks call ``stage.gate(...)``, which lands in :func:`require`; the dr
 asks through :func:`confirm` before it starts the chain. A gate states what the next step will do
 and its cost class, and lets nothing proceed until it is answered:
 
-- headless (papermill, the chain runner, CI), by the parameter ``gates.<name>`` set to the
-  cluster's name, since no one can click there;
+- headless (papermill, the chain runner, nbval, CI: see :func:`interactive`), by the parameter
+  ``gates.<name>`` set to the cluster's name, since no one can click there;
 - in JupyterLab, by a button, always, even when the parameters answer the gate (the sandbox's
   do): the cell blocks until the button is clicked, and raises
   :class:`~runbook_lib.stage.GateNotAnswered` when "Cancel" is clicked or the time limit passes,
@@ -40,6 +40,28 @@ TIMEOUT_ENV = "RUNBOOK_GATE_TIMEOUT"
 _clicked: set[str] = set()
 
 
+def interactive() -> bool:
+    """Whether a person's frontend runs this cell: a widget can be shown and answered.
+
+    ``stage.headless()`` covers the chain runner (``RUNBOOK_HEADLESS=1``). Plain papermill and
+    nbval do not say so, but they, like every client that no one sits at, send their cells with
+    ``allow_stdin`` false: no one could answer ``input()``, nor click a button. JupyterLab sends
+    true. ``RUNBOOK_INTERACTIVE=1`` counts as a person present.
+    """
+    from runbook_lib.stage import headless
+
+    if headless():
+        return False
+    if os.environ.get("RUNBOOK_INTERACTIVE") == "1":
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(getattr(kernel, "_allow_stdin", False))
+
+
 def gate_timeout(params=None) -> float:
     """Seconds to wait for a click: ``$RUNBOOK_GATE_TIMEOUT``, else ``timeouts.gate`` when the
     parameters have it, else 15 minutes."""
@@ -58,14 +80,14 @@ def gate_timeout(params=None) -> float:
 def require(stage, answer_field: str, *, action: str, cost: str,
             timeout_s: float | None = None) -> None:
     """Return when the gate ``gates.<answer_field>`` is answered; raise GateNotAnswered if not."""
-    from runbook_lib.stage import GateNotAnswered, headless
+    from runbook_lib.stage import GateNotAnswered
 
     expected = stage.params.cluster.name
     print(f"Gate: {action}")
     print(f"Cost class: {cost}")
 
     # Headless: only the parameter can answer.
-    if headless():
+    if not interactive():
         answer = getattr(stage.params.gates, answer_field)
         if answer == expected:
             print(f"Gate answered: gates.{answer_field} = {expected}")

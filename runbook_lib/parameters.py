@@ -470,9 +470,10 @@ class TimeoutsParams(_Group):
     rollout: Duration = "10m"
     secrets: Duration = "2m"
     cleanup: Duration = "40m"
+    gate: Duration = "15m"
 
     _durations = _duration_fields("cluster", "rds", "addons", "job", "rollout", "secrets",
-                                  "cleanup")
+                                  "cleanup", "gate")
 
     @field_validator("*")
     @classmethod

@@ -35,16 +35,11 @@ def _in_notebook_frontend() -> bool:
     Waits on other threads (the cluster's, while RDS is awaited on the main one) print text:
     a thread has no cell to attach a widget to.
     """
-    from runbook_lib.stage import headless
+    from runbook_lib.gates import interactive
 
-    if headless() or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+    return interactive()
 
 
 class _WidgetBar:

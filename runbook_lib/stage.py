@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runbook_lib import parameters as params_mod
-from runbook_lib import redact
+from runbook_lib import hints, redact
 from runbook_lib.errors import Refusal
 from runbook_lib.outcome import Outcome, Outcomes, table
 
@@ -169,6 +169,7 @@ def begin(name: str, namespace: dict) -> Stage:
         raise ValueError(f"unknown stage {name!r}")
     _setup_logging()
     redact.install()
+    hints.install(name)
 
     # Validate everything before touching anything. A notebook given no parameters at all runs
     # the sandbox rehearsal's values: the safe default touches nothing outside this machine.

@@ -16,8 +16,6 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runbook_lib.parameters import GROUPS
-
 NAME = "runbook"
 
 TITLE = """# Runbook: deploy a DBOS application to Kubernetes on AWS
@@ -59,6 +57,8 @@ SUMMARY = "print(record.directory)"
 
 
 def parameters_cell() -> nbformat.NotebookNode:
+    from runbook_lib.parameters import GROUPS
+
     lines = [PARAMETERS_COMMENT, 'target = "sandbox"']
     lines += [f"{group} = None" for group in GROUPS if group != "target"]
     lines.append("stages = None")

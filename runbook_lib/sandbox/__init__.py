@@ -177,7 +177,7 @@ def up(directory: Path | None = None) -> SandboxInfo:
         running = status(directory)
         if running is not None:
             if _answers(running):
-                log.info("sandbox already running (pid %d)", running.pid)
+                log.debug("sandbox already running (pid %d)", running.pid)
                 return running
             log.warning("sandbox pid %d does not answer; restarting it", running.pid)
             _stop(directory, _read_state(directory) or {})

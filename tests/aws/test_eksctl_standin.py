@@ -22,9 +22,17 @@ def test_discovery_queries_find_what_the_standin_created(
     session, moto, standin, cluster_config_file, tmp_path
 ):
     cluster = tmp_path / "kubeconfig"
-    slow = SandboxEksctl(session, moto, "http://127.0.0.1:6443", control_plane_delay_s=1.0,
+    slow = SandboxEksctl(session, moto, "http://127.0.0.1:6443", control_plane_delay_s=2.5,
                          wait_interval_s=0.05)
-    worker = threading.Thread(target=slow.create_cluster, args=(cluster_config_file, cluster))
+    failures: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            slow.create_cluster(cluster_config_file, cluster)
+        except BaseException as exc:  # handed to the test's thread below
+            failures.append(exc)
+
+    worker = threading.Thread(target=create)
     worker.start()
     try:
         # The RDS work can start on the VPC while the control plane is still being created.
@@ -35,7 +43,7 @@ def test_discovery_queries_find_what_the_standin_created(
             session, moto, CLUSTER, network.vpc_id, timeout_s=60, interval_s=0.05)
     finally:
         worker.join(timeout=120)
-    assert not worker.is_alive()
+    assert not worker.is_alive() and not failures, failures
     assert [o.action for o in slow.outcomes if o.kind != "kubeconfig"] == ["created"] * 7
     ec2 = aws.client(session, "ec2", moto)
 

@@ -1,11 +1,11 @@
 """A stage notebook stepped through in real JupyterLab, in headless Chromium, as a person would.
 
-The notebook is the infrastructure stage's beginning (title, parameters, form, ``begin()``, its
-gate) followed by a wait and the stage's end, run against this session's sandbox. The test
-enters a secret in the form, makes a value invalid and valid again, runs all cells, checks that
-the gate holds everything after it until Confirm is clicked, that a progress bar rendered, that
-no cell failed, and that the notebook JupyterLab saves (widget state included) keeps readable
-lines and nothing of the secret. Screenshots go to test-artifacts/browser/.
+The notebook is a copy of ``notebooks/10_infrastructure.ipynb``, run against this session's
+sandbox. The test enters a secret in the form (the sandbox's RDS master password then comes from
+it), makes a value invalid and valid again, runs all cells, checks that the gate holds every cell
+after it until Confirm is clicked, that progress bars rendered, that no cell failed, and that the
+notebook JupyterLab saves (widget state included) keeps readable lines and nothing of the
+secret. Screenshots go to test-artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -37,30 +37,12 @@ new MutationObserver(() => {
 }).observe(document, {subtree: true, childList: true});
 """
 
-WAIT_CELL = """\
-import time
-
-from runbook_lib.progress import Status, wait_for
-
-started = time.monotonic()
-wait_for("the test's clock", lambda: Status(time.monotonic() - started > 4,
-                                             f"{time.monotonic() - started:.0f} s of 4"),
-         timeout_s=60, interval_s=0.5)"""
-
-
 def stage_notebook(path: Path) -> None:
-    """The infrastructure notebook up to and including its gate, then a wait and the end."""
+    """A copy of the stage notebook, outputs cleared (JupyterLab saves into the copy)."""
     source = nbformat.read(str(PROJECT_ROOT / "notebooks" / NOTEBOOK), as_version=4)
-    gate_index = next(i for i, c in enumerate(source.cells) if "stage.gate(" in c.source)
-    cells = source.cells[: gate_index + 1]
-    cells += [nbformat.v4.new_markdown_cell("A wait, shown with a progress bar."),
-              nbformat.v4.new_code_cell(WAIT_CELL),
-              nbformat.v4.new_code_cell("stage.finish()")]
-    for index, cell in enumerate(cells):
-        cell["id"] = f"browser-{index:02d}"
+    for cell in source.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    source.cells = cells
     nbformat.write(source, str(path))
 
 
@@ -163,10 +145,11 @@ def _step_through(page, path: Path) -> None:
     assert seen.get("runbook-progress") and seen.get("runbook-gate"), seen
     text = outputs_text(page)
     assert "Gate answered: confirmed by a click" in text
-    assert "the test's clock: done after" in text
+    assert "VPC of cluster dbos-app-cluster: done after" in text
     assert "Traceback" not in text
     # The form shown again by "Run All" reads the kernel: the secret is still there.
     assert "set in this kernel's environment (POSTGRES_PASSWORD)" in text
+    page.locator(".jp-Cell").last.scroll_into_view_if_needed()
     shot(page, "finished")
 
     _save_and_check(page, path)
@@ -197,7 +180,7 @@ def _save_and_check(page, path: Path) -> None:
     texts = ["".join(t) if isinstance(t, list) else t for t in texts]
     # The wait and the gate left readable lines, not widget placeholders.
     wait_lines = [o for o in outputs
-                  if "the test's clock: done after" in str(o.get("data", {}).get("text/plain"))]
+                  if ": done after" in str(o.get("data", {}).get("text/plain"))]
     assert wait_lines, texts
     assert all("application/vnd.jupyter.widget-view+json" not in o["data"] for o in wait_lines)
     assert any("confirmed at" in t for t in texts), texts
@@ -207,3 +190,4 @@ def _save_and_check(page, path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _artifacts_folder():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "failure.png").unlink(missing_ok=True)
