@@ -10,9 +10,12 @@ setup:
 rehearse: setup
 	$(PY) -m runbook_lib run -f parameters/sandbox.yaml
 
-# Every test: unit and integration suites, then the stage notebooks re-run by nbval.
+# Every test: the unit and integration suites, then the stage notebooks re-run by nbval (its
+# own session, so that it starts from a fresh sandbox of its own).
 test: setup
-	$(PY) -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval-sanitize.cfg
+	$(PY) -m pytest tests
+	$(PY) -m pytest notebooks --nbval --nbval-cell-timeout=300 \
+		--nbval-sanitize-with tests/nbval-sanitize.cfg
 
 benchmark: setup
 	$(PY) benchmarks/run_all.py

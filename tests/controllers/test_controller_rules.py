@@ -4,6 +4,7 @@ template hashes, replica arithmetic and which pods a scale-down removes first.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import base64
 
 import pytest
@@ -18,6 +19,13 @@ from runbook_lib.sandbox.controllers.spec import (
 )
 from runbook_lib.sandbox.controllers.util import int_or_percent, selector_matches
 from runbook_lib.sandbox.images import ImageConfig
+
+
+def _run(coro):
+    """Run a coroutine on a loop of its own thread: another test may have left this thread's
+    loop marked as running (papermill and nbclient run loops in-process)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def image(entrypoint=(), cmd=()):
@@ -82,7 +90,7 @@ def test_env_resolution_order_references_and_errors():
             {"name": "LATER", "value": "late"},
         ],
     }
-    env = asyncio.run(resolve_env(container, pod, secrets, maps))
+    env = _run(resolve_env(container, pod, secrets, maps))
     assert env["URL"] == "postgresql://u:pw@h:5432/d"
     assert env["POD"] == "p-1" and env["APP"] == "web" and env["IP"] == "127.0.0.1"
     assert env["CFG_LEVEL"] == "debug"
@@ -91,13 +99,13 @@ def test_env_resolution_order_references_and_errors():
     missing = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "nope",
                                                                      "key": "k"}}}]}
     with pytest.raises(ContainerConfigError, match='secret "nope" not found'):
-        asyncio.run(resolve_env(missing, pod, secrets, maps))
+        _run(resolve_env(missing, pod, secrets, maps))
     no_key = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}]}
     with pytest.raises(ContainerConfigError, match="couldn't find key k in Secret dbos/db"):
-        asyncio.run(resolve_env(no_key, pod, secrets, maps))
+        _run(resolve_env(no_key, pod, secrets, maps))
     optional = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {
         "name": "nope", "key": "k", "optional": True}}}]}
-    assert asyncio.run(resolve_env(optional, pod, secrets, maps)) == {}
+    assert _run(resolve_env(optional, pod, secrets, maps)) == {}
 
 
 def test_template_hash_shape_and_sensitivity():
