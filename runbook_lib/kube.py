@@ -298,6 +298,25 @@ def logs_for(api, namespace: str, selector: str, tail: int = 20) -> str:
     return "\n".join(parts) if parts else f"(no pods match {selector})"
 
 
+def pod_problems(api, namespace: str, selector: str) -> list[str]:
+    """Why each matching pod is not ready: waiting reasons, restarts, last exit."""
+    lines = []
+    for pod in pods(api, namespace, selector):
+        name = pod["metadata"]["name"]
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            state = cs.get("state") or {}
+            waiting = state.get("waiting") or {}
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            parts = [f"pod {name}: ready={cs.get('ready', False)}",
+                     f"restarts {cs.get('restartCount', 0)}"]
+            if waiting:
+                parts.append(f"waiting: {waiting.get('reason', '')} {waiting.get('message', '')}")
+            if last:
+                parts.append(f"last exit {last.get('exitCode')} ({last.get('reason', '')})")
+            lines.append(", ".join(p.strip() for p in parts))
+    return lines or [f"no pods match {selector}"]
+
+
 def secret_keys(api, namespace: str, name: str) -> list[str] | None:
     """The keys a Secret holds (never the values), or None when it does not exist."""
     obj = get(api, "v1", "Secret", namespace, name)

@@ -466,11 +466,10 @@ class SandboxEksctl:
         iam = self._client("iam", region)
         # Long role names are cut at 55 characters (see _role_name); the tag decides.
         prefix = f"eksctl-{cluster}-"[:55]
-        for page in iam.get_paginator("list_roles").paginate():
-            for role in page["Roles"]:
-                name = role["RoleName"]
-                if not name.startswith(prefix):
-                    continue
+        names = sorted(role["RoleName"] for page in iam.get_paginator("list_roles").paginate()
+                       for role in page["Roles"])
+        for name in names:
+            if name.startswith(prefix):
                 tags = aws.tag_dict(iam.list_role_tags(RoleName=name)["Tags"])
                 if tags.get(TAG_CLUSTER) != cluster:
                     continue

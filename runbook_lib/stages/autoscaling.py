@@ -153,6 +153,12 @@ def _report(stage, samples: list[Sample], ids: list[str]) -> dict:
     # Within the HPA's tolerance: a ratio within 10% of the current size does not rescale.
     low = min(a.max_replicas, max(a.min_replicas,
                                   math.ceil(peak_queue / (a.target_value * (1 + TOLERANCE)))))
+    # How fast the autoscaler followed: from the burst to the peak, and from an empty queue
+    # back to the minimum (the stabilization window).
+    reached = next(s.t for s in samples if s.desired == peak_desired)
+    empty = next((s.t for s in samples if s.queue == 0), None)
+    back = next((s.t for s in samples if empty is not None and s.t >= empty
+                 and s.desired == a.min_replicas), None)
     statuses = {}
     for workflow_id in ids:
         reply = kube.service_json(api, params.app.namespace, params.app.name, params.app.port,
@@ -163,19 +169,27 @@ def _report(stage, samples: list[Sample], ids: list[str]) -> dict:
           f"ceil({peak_queue}/{a.target_value}) clamped to [{a.min_replicas}, "
           f"{a.max_replicas}] = {expected}")
     print(f"workflow outcomes: {statuses}")
+    print(f"scale-up: peak reached {reached:.0f} s after the burst (polling every "
+          f"{a.polling_interval:g} s); scale-down: back to {a.min_replicas} "
+          f"{(back - empty) if back is not None and empty is not None else float('nan'):.0f} s "
+          f"after the queue emptied (window {a.scale_down_window:g} s)")
     problems = []
     if not low <= peak_desired <= expected:
         problems.append(f"peak desired replicas {peak_desired} is not {expected} (or within the "
                         f"HPA's tolerance, {low})")
     if statuses.get("SUCCESS", 0) != len(ids):
         problems.append(f"not every workflow ended SUCCESS: {statuses}")
-    stage.publish(load_test_peak_replicas=str(peak_desired),
+    stage.publish(load_test_scale_up_s=f"{reached:.1f}",
+                  load_test_scale_down_s=f"{(back or 0) - (empty or 0):.1f}",
+                  load_test_peak_replicas=str(peak_desired),
                   load_test_workflows=f"{statuses.get('SUCCESS', 0)}/{len(ids)} SUCCESS")
     if problems:
         raise TargetError("the load test failed: " + "; ".join(problems))
     print("checks passed: the peak matches the HPA arithmetic, and scaling down lost no work")
     return Report(peak_queue=peak_queue, peak_desired=peak_desired, expected=expected,
-                  statuses=statuses, samples=len(samples))
+                  statuses=statuses, samples=len(samples), scale_up_s=reached,
+                  scale_down_s=(back - empty) if back is not None and empty is not None
+                  else None)
 
 
 def _plot(stage, samples: list[Sample]) -> None:

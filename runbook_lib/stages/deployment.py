@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 
 from runbook_lib import kube, manifests
+from runbook_lib.errors import RunbookError, TargetError
 from runbook_lib.outcome import Outcome, Text
 from runbook_lib.stages.common import conductor_key, image_ref, kube_api
 
 log = logging.getLogger("runbook_lib.stages.deployment")
+
+SECRETS_VERSION = "runbook.dbos.dev/secrets-version"
 
 
 def render(stage, version: str | None = None, replicas: int | None = None) -> list[dict]:
@@ -34,6 +37,14 @@ def render(stage, version: str | None = None, replicas: int | None = None) -> li
                                  replicas=replicas),
         manifests.app_service(params, version),
     ]
+    # Pods read their Secrets when they start: a changed Secret rolls the pods.
+    versions = []
+    for name in (params.secrets.names.app_db, params.secrets.names.conductor):
+        secret = kube.get(kube_api(stage), "v1", "Secret", params.app.namespace, name)
+        if secret is not None:
+            versions.append(f"{name}={secret['metadata'].get('resourceVersion', '')}")
+    template = objects[0]["spec"]["template"]["metadata"]
+    template.setdefault("annotations", {})[SECRETS_VERSION] = ",".join(versions)
     manifests.validate(objects, params.cluster.version)
     stage.write_artifact(f"dbos-app-{version}.yaml", manifests.to_yaml(objects))
     if conductor:
@@ -48,9 +59,20 @@ def apply(stage, objects: list[dict]) -> list[Outcome]:
 
 
 def wait_ready(stage, version: str | None = None) -> None:
+    """Follow the rollout; if it does not finish, show why, in the pods' own words."""
     params = stage.params
-    name = manifests.deployment_name(params, version or params.app.version)
-    kube.wait_rollout(kube_api(stage), params.app.namespace, name, params.timeouts.rollout)
+    version = version or params.app.version
+    name = manifests.deployment_name(params, version)
+    api = kube_api(stage)
+    try:
+        kube.wait_rollout(api, params.app.namespace, name, params.timeouts.rollout)
+    except RunbookError as exc:
+        selector = ",".join(f"{k}={v}" for k, v in manifests.app_labels(params, version).items())
+        reasons = kube.pod_problems(api, params.app.namespace, selector)
+        print("\n".join(reasons))
+        print(kube.logs_for(api, params.app.namespace, selector, tail=15))
+        raise TargetError(f"Deployment {params.app.namespace}/{name} did not become ready: "
+                          f"{exc}; " + "; ".join(reasons)) from None
 
 
 def tail_logs(stage, version: str | None = None, lines: int = 10) -> str:

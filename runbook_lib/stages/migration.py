@@ -37,9 +37,18 @@ echo "create table: denied ($(sed 's/^ERROR: *//' /tmp/verify-role.err | head -1
 """
 
 
+SECRET_VERSION = "runbook.dbos.dev/admin-secret-version"
+
+
 def render(stage) -> dict:
-    image = image_ref(stage, stage.params.images.migrate_repository)
-    job = manifests.migrate_job(stage.params, image=image)
+    params = stage.params
+    image = image_ref(stage, params.images.migrate_repository)
+    job = manifests.migrate_job(params, image=image)
+    # Which version of the admin Secret the Job ran with: new credentials mean a new run.
+    secret = kube.get(kube_api(stage), "v1", "Secret", params.app.namespace,
+                      params.secrets.names.admin)
+    version = (secret or {}).get("metadata", {}).get("resourceVersion", "")
+    job["metadata"].setdefault("annotations", {})[SECRET_VERSION] = version
     manifests.validate([job], stage.params.cluster.version)
     stage.write_artifact("migrate-job.yaml", manifests.to_yaml([job]))
     return job
@@ -48,7 +57,10 @@ def render(stage) -> dict:
 def _same_spec(existing: dict, wanted: dict) -> bool:
     have = existing["spec"]["template"]["spec"]["containers"][0]
     want = wanted["spec"]["template"]["spec"]["containers"][0]
-    return (have.get("image"), have.get("args")) == (want.get("image"), want.get("args"))
+    have_secret = (existing["metadata"].get("annotations") or {}).get(SECRET_VERSION)
+    want_secret = wanted["metadata"]["annotations"][SECRET_VERSION]
+    return ((have.get("image"), have.get("args"), have_secret)
+            == (want.get("image"), want.get("args"), want_secret))
 
 
 def run(stage, job: dict) -> list[Outcome]:
@@ -61,7 +73,8 @@ def run(stage, job: dict) -> list[Outcome]:
     if existing is not None:
         done = kube.job_status(api, ns, name)
         if done.done and _same_spec(existing, job):
-            print(f"Job {ns}/{name} already ran this migration image: {done.state}")
+            print(f"Job {ns}/{name} already ran this image with these credentials: "
+                  f"{done.state}")
             print(kube.logs_for(api, ns, f"job-name={name}", tail=20))
             return stage.show([Outcome("Job", f"{ns}/{name}", "found", detail=done.state)])
         print(f"replacing Job {ns}/{name} ({done.state})")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from runbook_lib import chain
-from runbook_lib.parameters import PARAMETERS_DIR, parse_override
+from runbook_lib.parameters import PARAMETERS_DIR, load, parse_override
 from runbook_lib.record import RunRecord
 
 from .conftest import KNOWN_SECRETS
@@ -58,6 +58,16 @@ def test_clean_rehearsal_writes_record_without_secrets(isolated, capfd):
     out, err = capfd.readouterr()
     assert_no_secrets(record.directory, out + err)
 
+    # The autoscaler followed the burst within two polling intervals (plus one sampling
+    # second), and came back down only after the stabilization window.
+    published = record.outputs()["autoscaling"]
+    params = load(SANDBOX)
+    polling, window = params.autoscaling.polling_interval, params.autoscaling.scale_down_window
+    assert float(published["load_test_scale_up_s"]) <= 2 * polling + 1.5
+    assert float(published["load_test_scale_down_s"]) >= window - 1.0
+    assert published["load_test_workflows"] == "8/8 SUCCESS"
+    assert record.outputs()["upgrade"]["serving_version"] == "v2"
+
 
 def _kill_kernel_when(record_root: Path, stage: str, stop: threading.Event) -> None:
     """Kill the stage's kernel once that stage is running: a dead kernel, from outside."""
@@ -75,7 +85,12 @@ def _kill_kernel_when(record_root: Path, stage: str, stop: threading.Event) -> N
         time.sleep(0.2)
 
 
-def test_failure_midway_then_resume(isolated, capfd):
+@pytest.fixture(scope="module")
+def resumed(isolated):
+    """A run to the deployment stage whose secrets stage loses its kernel, then its resume.
+
+    Leaves the deployment running in the sandbox for the tests that follow.
+    """
     records = isolated / "records-resume"
     records.mkdir()
     stop = threading.Event()
@@ -88,20 +103,74 @@ def test_failure_midway_then_resume(isolated, capfd):
     finally:
         stop.set()
         killer.join()
-    assert failed.value.stage == "secrets"
-    assert "kernel died" in failed.value.reason
     directory = failed.value.record_dir
-    record = RunRecord.load(directory)
-    assert record.stage("secrets").status == "failed"
-    assert record.stage("infrastructure").status == "succeeded"
+    after_failure = RunRecord.load(directory)
     assert_no_secrets(directory)
-
     resumed = chain.resume(directory)
-    statuses = {s.name: s.status for s in resumed.stages if s.status != "not run"}
+    return failed.value, after_failure, resumed
+
+
+def test_failure_midway_then_resume(resumed, capfd):
+    failure, after_failure, record = resumed
+    assert failure.stage == "secrets"
+    assert "kernel died" in failure.reason
+    assert after_failure.stage("secrets").status == "failed"
+    assert after_failure.stage("infrastructure").status == "succeeded"
+    statuses = {s.name: s.status for s in record.stages if s.status != "not run"}
     assert set(statuses.values()) == {"succeeded"}, statuses
-    assert resumed.stage("secrets").attempts, "the failed attempt is kept in the record"
+    assert record.stage("secrets").attempts, "the failed attempt is kept in the record"
     out, err = capfd.readouterr()
-    assert_no_secrets(directory, out + err)
+    assert_no_secrets(record.directory, out + err)
+
+
+def _printed(notebook: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs)
+
+
+def test_the_app_serves_through_the_port_forward(resumed):
+    _, _, record = resumed
+    text = _printed(record.directory / "40_deployment.ipynb")
+    assert "/healthz -> HTTP 200" in text
+    migration = _printed(record.directory / "30_migration.ipynb")
+    assert "create table: denied" in migration and "write privileges" in migration
+
+
+def test_rerunning_each_stage_changes_nothing(resumed, isolated):
+    record = chain.run(SANDBOX, records_dir=isolated / "records-rerun",
+                       selection=chain.Selection(first="infrastructure", last="deployment"))
+    for stage in record.stages:
+        if stage.status == "not run":
+            continue
+        assert stage.status == "succeeded"
+        lines = _printed(record.directory / stage.notebook).splitlines()
+        changed = [line for line in lines if line.startswith(("created ", "updated ",
+                                                               "deleted "))]
+        assert not changed, (stage.name, changed)
+    assert_no_secrets(record.directory)
+
+
+def test_wrong_password_fails_with_the_pods_own_error(resumed, isolated, monkeypatch, capfd):
+    wrong = "Wrong-Admin-Pw-5521"
+    monkeypatch.setenv("RB_WRONG_ADMIN_PASSWORD", wrong)
+    override = parse_override("secrets.postgres_password=env:RB_WRONG_ADMIN_PASSWORD")
+    with pytest.raises(chain.StageFailed) as failed:
+        chain.run(SANDBOX, [override], records_dir=isolated / "records-wrong",
+                  selection=chain.Selection(only=["secrets", "migration"]))
+    assert failed.value.stage == "migration"
+    printed = _printed(failed.value.record_dir / "30_migration.ipynb")
+    assert "password authentication failed" in printed
+    out, err = capfd.readouterr()
+    for text in (printed, out + err):
+        assert wrong not in text
+    for path in failed.value.record_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for form in forms(wrong):
+                assert form not in data, path.name
 
 
 def test_cell_error_names_stage_and_cell(isolated):
