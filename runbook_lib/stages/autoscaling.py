@@ -121,8 +121,8 @@ def load_test(stage) -> dict:
     params = stage.params
     a, lt = params.autoscaling, params.load_test
     api = kube_api(stage)
-    ids = enqueue(stage, lt.workflows, lt.seconds)
     start = time.monotonic()
+    ids = enqueue(stage, lt.workflows, lt.seconds)
     samples: list[Sample] = []
 
     def settled() -> Status:
@@ -134,7 +134,7 @@ def load_test(stage) -> dict:
                             f"ready {sample.ready}")
 
     wait_for("the load to drain and the replicas to return to the minimum", settled,
-             lt.settle_timeout, 1.0)
+             lt.settle_timeout, 0.5)
     return _report(stage, samples, ids)
 
 
@@ -142,7 +142,7 @@ def _report(stage, samples: list[Sample], ids: list[str]) -> dict:
     params = stage.params
     a = params.autoscaling
     api = kube_api(stage)
-    table = ["| t (s) | queue | desired | ready |", "|---:|---:|---:|---:|"]
+    table = ["| t (s) since the burst | queue | desired | ready |", "|---:|---:|---:|---:|"]
     table += [f"| {s.t:.1f} | {s.queue} | {s.desired} | {s.ready} |" for s in samples]
     stage.write_artifact("load-test.md", "\n".join(table) + "\n")
     _plot(stage, samples)
@@ -156,8 +156,10 @@ def _report(stage, samples: list[Sample], ids: list[str]) -> dict:
     # How fast the autoscaler followed: from the burst to the peak, and from an empty queue
     # back to the minimum (the stabilization window).
     reached = next(s.t for s in samples if s.desired == peak_desired)
-    empty = next((s.t for s in samples if s.queue == 0), None)
-    back = next((s.t for s in samples if empty is not None and s.t >= empty
+    # The queue emptied after the last sample that still saw work.
+    busy = [s.t for s in samples if s.queue > 0]
+    empty = busy[-1] if busy else None
+    back = next((s.t for s in samples if empty is not None and s.t > empty
                  and s.desired == a.min_replicas), None)
     statuses = {}
     for workflow_id in ids:
