@@ -114,7 +114,8 @@ def _last_started_cell(output: Path) -> int | None:
     return started[-1] if started else None
 
 
-def _execute(stage: StageRecord, record: RunRecord, values: dict, cell_timeout: float | None):
+def _execute(stage: StageRecord, record: RunRecord, values: dict, cell_timeout: float | None,
+             km=None):
     import papermill
 
     source = NOTEBOOKS_DIR / f"{stage.number}_{stage.name}.ipynb"
@@ -129,6 +130,8 @@ def _execute(stage: StageRecord, record: RunRecord, values: dict, cell_timeout: 
     kwargs = {}
     if cell_timeout:
         kwargs["execution_timeout"] = cell_timeout
+    if km is not None:
+        kwargs["km"] = km
     papermill.execute_notebook(
         str(source),
         str(output),
@@ -150,17 +153,27 @@ def _kernel_environment(record: RunRecord) -> None:
 
 def execute(record: RunRecord, names: list[str], cell_timeout: float | None = None) -> RunRecord:
     """Run ``names`` in order into ``record``; raise StageFailed at the first failure."""
+    from runbook_lib.kernels import WarmKernel, shutdown
+
     _kernel_environment(record)
-    for name in names:
+    warm = WarmKernel(str(NOTEBOOKS_DIR))
+    for index, name in enumerate(names):
         stage = record.stage(name)
         stage.status, stage.error, stage.failed_cell = "running", "", None
         stage.started = datetime.now(UTC).isoformat(timespec="seconds")
         record.save()
         print(f"==> {stage.number} {stage.title}", flush=True)
         start = time.monotonic()
+        km = warm.take()
+        # The next stage's kernel warms up while this stage runs.
+        warm = WarmKernel(str(NOTEBOOKS_DIR)) if index + 1 < len(names) else None
         try:
-            _execute(stage, record, record.values, cell_timeout)
+            _execute(stage, record, record.values, cell_timeout, km)
         except BaseException as exc:  # noqa: BLE001 - every failure stops the chain alike
+            if warm is not None:
+                warm.discard()
+            if km is not None:
+                shutdown(km)
             stage.duration_s = round(time.monotonic() - start, 2)
             cell, reason = _failure_details(exc, record.directory / stage.notebook)
             stage.status = "held" if "GateNotAnswered" in reason else "failed"
@@ -169,6 +182,8 @@ def execute(record: RunRecord, names: list[str], cell_timeout: float | None = No
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise StageFailed(name, cell, stage.error, record.directory) from None
+        if km is not None:
+            shutdown(km)
         stage.duration_s = round(time.monotonic() - start, 2)
         stage.status = "succeeded"
         record.save()
