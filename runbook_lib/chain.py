@@ -34,6 +34,8 @@ RECORDS_DIR = params_mod.RECORDS_DIR
 # parameters, or when chosen explicitly with --only/--from.
 TEARDOWN = {"cleanup": "confirm_cleanup"}
 
+WARM_AHEAD = 2
+
 
 class StageFailed(RunbookError):
     """A stage notebook failed; carries the stage, the cell and the reason."""
@@ -151,12 +153,23 @@ def _kernel_environment(record: RunRecord) -> None:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
 
-def execute(record: RunRecord, names: list[str], cell_timeout: float | None = None) -> RunRecord:
+def warm_kernels(record: RunRecord, names: list[str]) -> list:
+    """Start the first stages' kernels (they inherit the record's environment)."""
+    from runbook_lib.kernels import WarmKernel
+
+    _kernel_environment(record)
+    return [WarmKernel(str(NOTEBOOKS_DIR)) for _ in names[:WARM_AHEAD]]
+
+
+def execute(record: RunRecord, names: list[str], cell_timeout: float | None = None,
+            ahead: list | None = None) -> RunRecord:
     """Run ``names`` in order into ``record``; raise StageFailed at the first failure."""
     from runbook_lib.kernels import WarmKernel, shutdown
 
-    _kernel_environment(record)
-    warm = WarmKernel(str(NOTEBOOKS_DIR))
+    # Kernels for the next stages start and warm up ahead of time (two ahead: a short stage
+    # would not leave the next kernel enough time).
+    if ahead is None:
+        ahead = warm_kernels(record, names)
     for index, name in enumerate(names):
         stage = record.stage(name)
         stage.status, stage.error, stage.failed_cell = "running", "", None
@@ -164,13 +177,13 @@ def execute(record: RunRecord, names: list[str], cell_timeout: float | None = No
         record.save()
         print(f"==> {stage.number} {stage.title}", flush=True)
         start = time.monotonic()
-        km = warm.take()
-        # The next stage's kernel warms up while this stage runs.
-        warm = WarmKernel(str(NOTEBOOKS_DIR)) if index + 1 < len(names) else None
+        km = ahead.pop(0).take()
+        if index + WARM_AHEAD < len(names):
+            ahead.append(WarmKernel(str(NOTEBOOKS_DIR)))
         try:
             _execute(stage, record, record.values, cell_timeout, km)
         except BaseException as exc:  # noqa: BLE001 - every failure stops the chain alike
-            if warm is not None:
+            for warm in ahead:
                 warm.discard()
             if km is not None:
                 shutdown(km)
@@ -235,13 +248,15 @@ def run(
 
 
 def _run_with_target(params, record: RunRecord, names: list[str], cell_timeout):
+    # The first kernels start while the sandbox comes up.
+    ahead = warm_kernels(record, names)
     guard = _sandbox_guard(params)
     if guard:
         info, started_here = guard
         record.target_notes = [f"sandbox: {line}" for line in info.describe()]
         record.save()
     try:
-        execute(record, names, cell_timeout)
+        execute(record, names, cell_timeout, ahead)
     except StageFailed:
         if guard:
             print("The sandbox is left running for inspection and resume "
