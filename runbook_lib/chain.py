@@ -219,17 +219,6 @@ def new_record(params, values: dict, source: str, names: list[str], records_dir:
     )
 
 
-def _sandbox_guard(params):
-    """Start the sandbox for a sandbox run; report whether this run started it."""
-    if params.target != "sandbox":
-        return None
-    from runbook_lib import sandbox
-
-    started_here = sandbox.status() is None
-    info = sandbox.up()
-    return info, started_here
-
-
 def run(
     target_file: Path | str,
     overrides: list[dict] | None = None,
@@ -248,24 +237,20 @@ def run(
 
 
 def _run_with_target(params, record: RunRecord, names: list[str], cell_timeout):
-    # The first kernels start while the sandbox comes up.
+    from runbook_lib.target import start_run
+
+    # The first kernels start while the target's local parts (if any) come up.
     ahead = warm_kernels(record, names)
-    guard = _sandbox_guard(params)
-    if guard:
-        info, started_here = guard
-        record.target_notes = [f"sandbox: {line}" for line in info.describe()]
+    target_run = start_run(params)
+    if target_run.notes:
+        record.target_notes = target_run.notes
         record.save()
     try:
         execute(record, names, cell_timeout, ahead)
     except StageFailed:
-        if guard:
-            print("The sandbox is left running for inspection and resume "
-                  "(python -m runbook_lib sandbox down stops it).")
+        target_run.finished(succeeded=False)
         raise
-    if guard and guard[1]:
-        from runbook_lib import sandbox
-
-        sandbox.down()
+    target_run.finished(succeeded=True)
     print(f"Record: {record.directory}/summary.md")
     return record
 

@@ -357,9 +357,4 @@ def wait_service(api, namespace: str, service: str, port: int | str, path: str,
     return last[0], last[1]
 
 
-def events_for(api, namespace: str, name: str) -> list[str]:
-    """Events about object ``name`` in ``namespace``, oldest first, as one line each."""
-    items = list_objects(api, "v1", "Event", namespace)
-    return [f"{e.get('reason')}: {e.get('message')}" for e in items
-            if e.get("involvedObject", {}).get("name") == name]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runbook_lib import parameters as params_mod
 from runbook_lib import hints, redact
+from runbook_lib import parameters as params_mod
 from runbook_lib.errors import Refusal
 from runbook_lib.outcome import Outcome, Outcomes, table
 
@@ -112,12 +112,6 @@ class Stage:
         if self.record_dir:
             files.append(self.record_dir / "outputs.json")
         return files
-
-    def outputs(self, stage: str | None = None) -> dict:
-        """Outputs published so far by earlier stages of this deployment."""
-        path = self.target.state_dir / "outputs.json"
-        data = json.loads(path.read_text()) if path.exists() else {}
-        return data.get(stage, {}) if stage else data
 
     def show(self, outcomes: list[Outcome]) -> Outcomes:
         """Print what a step did to each resource; the notebook shows it once."""

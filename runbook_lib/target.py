@@ -54,6 +54,25 @@ class Target:
         return lines + self.notes
 
 
+@dataclass
+class TargetRun:
+    """What a chain run needs started on its target, and stopped after it (nothing on eks)."""
+
+    notes: list[str] = field(default_factory=list)
+
+    def finished(self, succeeded: bool) -> None:
+        """Called once the run ends; ``succeeded`` is False when a stage failed."""
+
+
+def start_run(params: Parameters) -> TargetRun:
+    """Start what a run on ``params.target`` needs before its first kernel connects."""
+    if params.target == "sandbox":
+        from runbook_lib.sandbox.target import SandboxRun
+
+        return SandboxRun()
+    return TargetRun()
+
+
 def state_dir_for(params: Parameters) -> Path:
     """Where a deployment keeps its kubeconfig and generated secrets (outside any record)."""
     root = Path(os.environ.get("RUNBOOK_STATE_DIR", PROJECT_ROOT / ".runbook"))

@@ -10,7 +10,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from runbook_lib.parameters import Parameters
-from runbook_lib.target import Target
+from runbook_lib.target import Target, TargetRun
+
+
+class SandboxRun(TargetRun):
+    """A chain run starts the sandbox; it stops it only after a success, and only if it
+    started it, so a failed run can be inspected and resumed."""
+
+    def __init__(self):
+        from runbook_lib import sandbox
+
+        self.started_here = sandbox.status() is None
+        info = sandbox.up()
+        super().__init__(notes=[f"sandbox: {line}" for line in info.describe()])
+
+    def finished(self, succeeded: bool) -> None:
+        from runbook_lib import sandbox
+
+        if not succeeded:
+            print("The sandbox is left running for inspection and resume "
+                  "(python -m runbook_lib sandbox down stops it).")
+        elif self.started_here:
+            sandbox.down()
 
 
 def connect_sandbox(params: Parameters, state_dir: Path) -> Target:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from runbook_lib import aws
 from runbook_lib.errors import TargetError
 from runbook_lib.outcome import Report
 from runbook_lib.secrets_resolver import check_all
@@ -19,8 +20,8 @@ log = logging.getLogger("runbook_lib.stages.preflight")
 
 def caller_identity(stage) -> dict:
     """Who the runbook acts as on AWS (account and ARN; no secrets)."""
-    sts = stage.target.client("sts")
-    identity = sts.get_caller_identity()
+    target = stage.target
+    identity = aws.caller_identity(target.aws_session, target.aws_endpoint_url)
     return Report(account=identity["Account"], arn=identity["Arn"])
 
 

@@ -867,7 +867,7 @@ def contains(have: Any, want: Any) -> bool:
         return (
             isinstance(have, list)
             and len(have) == len(want)
-            and all(contains(h, w) for h, w in zip(have, want))
+            and all(contains(h, w) for h, w in zip(have, want, strict=False))
         )
     return have == want
 
@@ -1368,7 +1368,7 @@ class ScaledObjectLoop:
     async def read_triggers(self, so: ScaledObjectSpec) -> dict[str, float | None]:
         """Each trigger's current value (None when the read failed)."""
         results = await asyncio.gather(*(self.read_one(so, t) for t in so.triggers))
-        return {t.metric_name: v for t, v in zip(so.triggers, results)}
+        return {t.metric_name: v for t, v in zip(so.triggers, results, strict=False)}
 
     async def read_one(self, so: ScaledObjectSpec, trigger: Trigger) -> float | None:
         state = self.triggers.setdefault(trigger.metric_name, TriggerState())

@@ -103,7 +103,8 @@ class JobController:
         spec = job.get("spec") or {}
         old_status = job.get("status") or {}
         pods = [p for p in self.pods.in_namespace(namespace) if owned_by(p, job)]
-        phase = lambda p: (p.get("status") or {}).get("phase")
+        def phase(p):
+            return (p.get("status") or {}).get("phase")
         active = [p for p in pods if pod_is_active(p)]
         now = time.time()
         status = {

@@ -118,7 +118,8 @@ class ControllerManager:
                 asyncio.gather(*(i.synced.wait() for i in informers.values())), sync_timeout_s)
         except TimeoutError:
             await self.stop()
-            raise ApiError(504, "Timeout", f"could not list resources from {self.ctx.api_url}")
+            raise ApiError(504, "Timeout",
+                           f"could not list resources from {self.ctx.api_url}") from None
         await kubelet.start()
 
         self.kubelet, self.endpoints = kubelet, endpoints
